@@ -1,0 +1,1 @@
+"""Video fixtures written with PyAV for the data tests."""
