@@ -84,10 +84,10 @@ def aggregate_views(
     Args:
         logits: per-view logits, `[N_views, num_classes]`.
         video_ids: the video of each view, length `N_views`.
-        labels: the label of each view, length `N_views`; every view of a video
+        labels: the label of each view, length `N_views`. Every view of a video
             must carry the same label.
-        mode: `"logits"` averages raw logits; `"softmax"` averages softmax
-            probabilities and returns their mean.
+        mode: `"logits"` averages raw logits, and `"softmax"` averages softmax
+            probabilities.
 
     Returns:
         `(video_ids, scores, labels)`: unique video ids in first-seen order, the
@@ -137,7 +137,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, *, ks: Sequence[in
     Args:
         scores: `[N, num_classes]`.
         labels: `[N]` class indices.
-        ks: the k values; a k above `num_classes` counts every sample as a hit.
+        ks: the k values. A k above `num_classes` counts every sample as a hit.
 
     Returns:
         `{k: accuracy}` with accuracies in [0, 1].
@@ -161,7 +161,7 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, *, num_cla
 
 
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
-    """Recall of each class from a confusion matrix; NaN for a class with no samples."""
+    """Recall of each class from a confusion matrix, NaN for a class with no samples."""
     totals = matrix.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)

@@ -1,10 +1,10 @@
 """Multi-view evaluation of a video classifier.
 
 A video is tested on `num_clips x num_crops` views (temporal clips at segment
-centres times spatial crops). The model scores each view on its own; the
-per-view logits of a video are then averaged (or their softmax probabilities,
-as an option) and the video-level scores give top-1, top-5, the confusion
-matrix and per-class accuracy. With `1x1` views the result is single-view
+centres times spatial crops). The model scores each view on its own, then the
+per-view logits of a video are averaged (or, as an option, their softmax
+probabilities). The video-level scores give top-1, top-5, the confusion matrix
+and per-class accuracy. With `1x1` views the result is single-view
 accuracy.
 """
 

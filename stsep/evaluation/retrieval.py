@@ -1,12 +1,11 @@
 """Video retrieval with features from the pooled last stage.
 
-The protocol follows video self-supervised and SNN papers that report
-retrieval (for example Dong et al. 2025, "Unleashing Temporal Capacity of
-Spiking Neural Networks through Spatiotemporal Separation"): each video is
-described by `model.forward_features` averaged over time steps and L2
-normalized; every test video queries the train videos by cosine similarity,
-and Recall@k is the fraction of queries for which at least one of the k most
-similar train videos has the query's class.
+This is the retrieval protocol that Dong et al. 2025, "Unleashing Temporal
+Capacity of Spiking Neural Networks through Spatiotemporal Separation", use
+to compare variants. Each video is described by `model.forward_features`
+averaged over time steps and L2 normalized. Every test video queries the
+train videos by cosine similarity, and Recall@k is the fraction of queries for
+which at least one of the k most similar train videos has the query's class.
 """
 
 from __future__ import annotations

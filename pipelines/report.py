@@ -1,0 +1,94 @@
+"""Write the report of an ablation from its MLflow runs.
+
+Reads the ablation's parent run (the latest one of the experiment unless
+`--parent` names it) and its trial runs. Writes `report.md` and `report.csv`
+with one row per variant (seeds, top-1 mean and std over seeds, top-5,
+recall@1, mean firing rate, energy where logged), `trials.csv` with one row
+per trial, and three plots: `stagewise.png`, `stsep_temporal_state.png` and
+`accuracy_vs_energy.png`. The files are logged to the parent run under
+`report/` unless `--no-log` is given, and the table is printed.
+
+    python pipelines/report.py --experiment stsep-demo
+    python pipelines/report.py --experiment ucf101-ablation --tracking-uri http://127.0.0.1:5000 --output reports/ucf101
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from stsep.analysis.report import (
+    ReportError,
+    find_parent_run,
+    list_trial_runs,
+    log_report,
+    summary_markdown,
+    trials_frame,
+    write_report,
+)
+
+logger = logging.getLogger("stsep.pipelines.report")
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Return `uri`, else `MLFLOW_TRACKING_URI`, else an absolute `sqlite:///<cwd>/mlflow.db`."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri == DEFAULT_TRACKING_URI:
+        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return uri
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name of the ablation")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
+    parser.add_argument("--parent", default=None, metavar="RUN_ID", help="parent run of the ablation (default: the latest)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="output directory (default: reports/<experiment>/<parent run id>)"
+    )
+    parser.add_argument("--no-log", action="store_true", help="write the files locally without logging them to MLflow")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+
+    try:
+        parent = find_parent_run(client, experiment_name=args.experiment, parent_run_id=args.parent)
+        trials = trials_frame(list_trial_runs(client, parent))
+    except (ReportError, MlflowException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    output_dir = args.output or Path("reports") / args.experiment / parent.info.run_id
+    title = f"{args.experiment}: ablation {parent.info.run_name or parent.info.run_id}"
+    summary, files = write_report(trials, output_dir=output_dir, title=title)
+    if not args.no_log:
+        log_report(client, parent, files)
+
+    print(summary_markdown(summary, title=title))
+    print(f"report files: {output_dir}")
+    for path in files.plots:
+        print(f"  {path.name}")
+    if not args.no_log:
+        print(f"logged to run {parent.info.run_id} under report/ at {tracking_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
