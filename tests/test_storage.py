@@ -62,7 +62,8 @@ def _keys(endpoint: str, bucket: str) -> list[str]:
     [
         ({}, S3Settings()),
         ({"AWS_ENDPOINT_URL": "http://a:1"}, S3Settings(endpoint_url="http://a:1")),
-        ({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_S3": "http://b:2"}, S3Settings(endpoint_url="http://b:2")),
+        ({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_S3": "http://b:2"},
+         S3Settings(endpoint_url="http://b:2")),
         ({"MLFLOW_S3_ENDPOINT_URL": "https://c:3"}, S3Settings(endpoint_url="https://c:3")),
         ({"AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-central-1"}, S3Settings(region="eu-central-1")),
         ({"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE": "path"}, S3Settings(addressing_style="path")),
@@ -313,6 +314,8 @@ def test_preflight_passes_and_cleans_up(mlflow_s3_env, s3_bucket, tmp_path, capl
     settings = mlflow_s3_env
     caplog.set_level(logging.INFO, logger="stsep.storage")
 
+    storage.boto3_client(settings).put_object(Bucket=s3_bucket, Key="data/UCF-101/a.avi", Body=b"video")
+
     results = storage.preflight(
         [f"s3://{s3_bucket}/runs", str(tmp_path)], settings, read_only_uris=[f"s3://{s3_bucket}/data"]
     )
@@ -320,7 +323,7 @@ def test_preflight_passes_and_cleans_up(mlflow_s3_env, s3_bucket, tmp_path, capl
     assert [result.uri for result in results] == [f"s3://{s3_bucket}/runs", f"s3://{s3_bucket}/data"]
     assert results[0].clients == ("boto3", "pyarrow", "mlflow")
     assert results[1].clients == ("boto3", "pyarrow")
-    assert _keys(settings.endpoint_url, s3_bucket) == []
+    assert _keys(settings.endpoint_url, s3_bucket) == ["data/UCF-101/a.avi"]
     assert "Storage preflight passed" in caplog.text
 
 
@@ -375,6 +378,14 @@ def test_preflight_mlflow_endpoint_mismatch(mlflow_s3_env, s3_bucket, monkeypatc
     _assert_one_line_failure(excinfo.value, client="mlflow", bucket=s3_bucket)
     assert "mlflow_env" in str(excinfo.value)
     assert _keys(settings.endpoint_url, s3_bucket) == []
+
+
+def test_preflight_read_only_location_empty(settings, s3_bucket):
+    with pytest.raises(StoragePreflightError) as excinfo:
+        storage.preflight([], settings, read_only_uris=[f"s3://{s3_bucket}/no-such-dataset"])
+
+    _assert_one_line_failure(excinfo.value, client="boto3", bucket=s3_bucket)
+    assert "no objects under this location" in str(excinfo.value)
 
 
 def test_preflight_rejects_invalid_locations(settings):
