@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -32,18 +31,9 @@ from stsep.analysis.report import (
     trials_frame,
     write_report,
 )
+from stsep.config import resolve_tracking_uri
 
 logger = logging.getLogger("stsep.pipelines.report")
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """Return `uri`, else `MLFLOW_TRACKING_URI`, else an absolute `sqlite:///<cwd>/mlflow.db`."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri == DEFAULT_TRACKING_URI:
-        return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return uri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

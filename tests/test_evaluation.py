@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import math
+import statistics
+from pathlib import Path
 
+import av
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
+from stsep import build_model
+from stsep.config import load_config
+from stsep.data import ClipConfig, decode_clip, read_manifest, to_model_input, write_manifest
+from stsep.evaluation.batches import iter_view_batches
+from stsep.evaluation.loading import load_trained_model
 from stsep.evaluation.metrics import (
+    ViewSpec,
     aggregate_views,
     classification_result,
     confusion_matrix,
@@ -16,6 +27,11 @@ from stsep.evaluation.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
+from stsep.evaluation.multiview import collect_view_logits
+from stsep.evaluation.runner import EvaluationSettings, evaluate_checkpoint, log_evaluation, write_evaluation_artifacts
+from stsep.profile import count_operations, record_firing_rates
+from stsep.training.checkpoint import write_checkpoint
+from stsep.training.loop import model_options
 
 
 def test_aggregate_logits_mean_per_video():
@@ -103,3 +119,231 @@ def test_parse_views(text, clips, crops):
 def test_parse_views_rejects(text):
     with pytest.raises(ValueError, match="clips"):
         parse_views(text)
+
+
+# ------------------------------------------------------------ checkpoint fixtures
+
+NUM_FRAMES = 4
+CROP_SIZE = 32
+SHORT_SIDE = 40
+CLASS_NAMES = ("left_to_right", "right_to_left")
+VIDEOS_PER_CLASS_AND_SPLIT = 2
+
+
+def write_moving_square(path: Path, *, direction: int, offset: int) -> None:
+    """Write a 16-frame MPEG-4 AVI of a bright square moving left (-1) or right (+1)."""
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    for index in range(16):
+        frame = np.full((48, 64, 3), 30 + 10 * offset, dtype=np.uint8)
+        left = 4 + 3 * index if direction > 0 else 48 - 3 * index
+        frame[12 + offset : 28 + offset, left : left + 12] = 230
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def write_test_manifest(directory: Path, *, dataset: str = "folder") -> Path:
+    """Write two classes x (train, test) x two videos and their manifest; return the manifest path."""
+    rows = []
+    for label, name in enumerate(CLASS_NAMES):
+        for split in ("train", "test"):
+            for offset in range(VIDEOS_PER_CLASS_AND_SPLIT):
+                video_id = f"{name}_{split}_{offset}"
+                path = directory / f"{video_id}.avi"
+                write_moving_square(path, direction=1 if label == 0 else -1, offset=offset + (2 if split == "test" else 0))
+                rows.append(
+                    {"video_id": video_id, "path": str(path), "label": label, "label_name": name, "split": split,
+                     "num_frames": 16, "fps": 8.0, "width": 64, "height": 48}
+                )
+    manifest = directory / "manifest.parquet"
+    write_manifest(pd.DataFrame(rows), str(manifest), dataset=dataset)
+    return manifest
+
+
+def experiment_config(manifest: Path, *, dataset: str = "folder", split: int = 1):
+    """A demo config with tiny clips, a tiny width and a low threshold so untrained stages fire."""
+    return load_config(
+        "demo",
+        overrides=[
+            f"data.dataset={dataset}", f"data.root={manifest.parent}", f"data.split={split}",
+            f"data.manifest_path={manifest}",
+            f"data.num_frames={NUM_FRAMES}", f"data.crop_size={CROP_SIZE}", f"data.short_side={SHORT_SIDE}",
+            "model.width=0.125", "model.v_threshold=0.2",
+        ],
+    )
+
+
+def write_tiny_checkpoint(directory: Path, *, variant: str, manifest: Path, seed: int = 0, run_id: str | None = None,
+                          dataset: str = "folder", split: int = 1) -> tuple[Path, torch.nn.Module]:
+    """Build a tiny model, save it in the training checkpoint format and return (directory, model)."""
+    config = experiment_config(manifest, dataset=dataset, split=split)
+    torch.manual_seed(seed)
+    model = build_model(variant, len(CLASS_NAMES), depth=config.model.depth, width=config.model.width, **model_options(config))
+    state = {
+        "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 3,
+        "best_val_top1": 0.5, "config": config.to_dict(), "variant": variant, "num_classes": len(CLASS_NAMES),
+        "class_names": list(CLASS_NAMES), "mlflow_run_id": run_id,
+    }
+    write_checkpoint(state, directory=directory)
+    return directory, model.eval()
+
+
+def clip_config(views: ViewSpec) -> ClipConfig:
+    return ClipConfig(num_frames=NUM_FRAMES, crop_size=CROP_SIZE, short_side=SHORT_SIDE, flip_allowed=False,
+                      num_clips=views.num_clips, num_crops=views.num_crops)
+
+
+@torch.no_grad()
+def hand_video_logits(model, manifest: Path, views: ViewSpec, *, split: str = "test") -> dict[str, torch.Tensor]:
+    """Score each view of each video on its own (decode_clip, batch of one) and average per video."""
+    rows = read_manifest(str(manifest))
+    rows = rows[rows["split"] == split]
+    clip = clip_config(views)
+    averages = {}
+    for row in rows.to_dict("records"):
+        view_logits = [
+            model(to_model_input(torch.as_tensor(decode_clip(row, clip=clip, training=False, view=view))[None]))[0]
+            for view in range(views.num_views)
+        ]
+        averages[row["video_id"]] = torch.stack(view_logits).mean(dim=0)
+    return averages
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation-data")
+    manifest = write_test_manifest(root)
+    checkpoint, model = write_tiny_checkpoint(root / "ckpt-stsep", variant="stsep-s34-state", manifest=manifest)
+    return manifest, checkpoint, model
+
+
+@pytest.fixture(scope="module")
+def hand_logits(tiny_data):
+    manifest, _, model = tiny_data
+    return {text: hand_video_logits(model, manifest, parse_views(text)) for text in ("1x1", "2x2")}
+
+
+@pytest.mark.parametrize("views_text", ["1x1", "2x2"])
+def test_multiview_logits_equal_hand_average(tiny_data, hand_logits, views_text):
+    _, checkpoint, _ = tiny_data
+    views = parse_views(views_text)
+    hand = hand_logits[views_text]
+    loaded = load_trained_model(str(checkpoint))
+
+    report = evaluate_checkpoint(loaded, EvaluationSettings(views=views, engine="local", batch_size=3))
+
+    result = report.result
+    assert sorted(result.video_ids) == sorted(hand)
+    for video_id, row in zip(result.video_ids, result.scores):
+        torch.testing.assert_close(torch.from_numpy(row), hand[video_id], rtol=1e-4, atol=1e-5)
+    hand_top1 = statistics.mean(
+        float(int(hand[video_id].argmax()) == int(label)) for video_id, label in zip(result.video_ids, result.labels)
+    )
+    assert result.top1 == pytest.approx(hand_top1)
+    assert result.top5 == pytest.approx(1.0)
+    assert result.num_videos == len(CLASS_NAMES) * VIDEOS_PER_CLASS_AND_SPLIT
+    assert report.split == "test"
+
+
+def test_view_batches_carry_every_view(tiny_data):
+    manifest, _, _ = tiny_data
+    views = parse_views("2x2")
+
+    batches = list(iter_view_batches(str(manifest), split="test", clip=clip_config(views), batch_size=3, engine="local"))
+
+    assert [len(batch["video_id"]) for batch in batches] == [3, 3, 3, 3, 3, 1]
+    assert batches[0]["clip"].shape == (3, NUM_FRAMES, CROP_SIZE, CROP_SIZE, 3)
+    assert batches[0]["clip"].dtype == np.uint8
+    all_views = [int(view) for batch in batches for view in batch["view"]]
+    assert all_views == [0, 1, 2, 3] * (len(CLASS_NAMES) * VIDEOS_PER_CLASS_AND_SPLIT)
+
+
+def test_softmax_aggregation_by_hand(tiny_data, hand_logits):
+    _, checkpoint, model = tiny_data
+    manifest = tiny_data[0]
+    views = parse_views("2x2")
+    loaded = load_trained_model(str(checkpoint))
+
+    report = evaluate_checkpoint(loaded, EvaluationSettings(views=views, engine="local", aggregation="softmax", batch_size=8))
+
+    rows = read_manifest(str(manifest))
+    row = rows[(rows["split"] == "test")].iloc[0].to_dict()
+    with torch.no_grad():
+        probabilities = [
+            model(to_model_input(torch.as_tensor(decode_clip(row, clip=clip_config(views), training=False, view=view))[None]))[0].softmax(0)
+            for view in range(views.num_views)
+        ]
+    index = report.result.video_ids.index(row["video_id"])
+    torch.testing.assert_close(torch.from_numpy(report.result.scores[index]), torch.stack(probabilities).mean(0), rtol=1e-4, atol=1e-6)
+
+
+def test_multiview_differs_from_first_view(hand_logits):
+    single, multi = hand_logits["1x1"], hand_logits["2x2"]
+
+    # Averaging four views must change some logits, or the test above could not tell them apart.
+    assert any(not torch.allclose(single[key], multi[key]) for key in single)
+
+
+def test_checkpoint_rebuilds_same_model(tiny_data):
+    _, checkpoint, model = tiny_data
+
+    loaded = load_trained_model(str(checkpoint))
+
+    assert loaded.variant == "stsep-s34-state"
+    assert loaded.class_names == CLASS_NAMES
+    assert loaded.epoch == 3
+    for (name, expected), actual in zip(model.state_dict().items(), loaded.model.state_dict().values()):
+        torch.testing.assert_close(actual, expected, msg=name)
+
+
+def test_checkpoint_missing_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        load_trained_model(str(tmp_path / "nowhere"))
+
+
+def test_energy_metrics_match_hand_count(tiny_data):
+    manifest, checkpoint, _ = tiny_data
+    loaded = load_trained_model(str(checkpoint))
+    views = parse_views("1x1")
+
+    report = evaluate_checkpoint(loaded, EvaluationSettings(views=views, engine="local", profile=True))
+
+    # Rates by hand: spikes over neuron time steps of every test clip, through the same recorder.
+    rows = read_manifest(str(manifest))
+    clips = [decode_clip(row, clip=clip_config(views), training=False) for row in rows[rows["split"] == "test"].to_dict("records")]
+    with torch.no_grad(), record_firing_rates(loaded.model) as recorder:
+        loaded.model(to_model_input(torch.as_tensor(np.stack(clips))))
+    rates = recorder.rates()
+    ops = count_operations(loaded.model, num_frames=NUM_FRAMES, height=CROP_SIZE, width=CROP_SIZE, firing_rates=rates)
+    expected_mj = (ops["macs"] * 4.6 + ops["sops"] * 0.9) * 1e-9
+    metrics = report.metrics()
+    assert metrics["energy_mj"] == pytest.approx(expected_mj, rel=1e-6)
+    assert metrics["sops"] == pytest.approx(ops["sops"], rel=1e-6)
+    assert metrics["macs"] == pytest.approx(ops["macs"])
+    for group, rate in rates.items():
+        assert metrics[f"eval_firing_rate_{group}"] == pytest.approx(rate, rel=1e-6)
+    assert metrics["eval_firing_rate_stage4"] > 0
+    assert metrics["eval_firing_rate_mean"] == pytest.approx(statistics.mean(rates.values()))
+
+
+def test_energy_logged_to_run(tiny_data, tmp_path):
+    _, checkpoint, _ = tiny_data
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("energy", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment_id).info.run_id
+    loaded = load_trained_model(str(checkpoint))
+    report = evaluate_checkpoint(loaded, EvaluationSettings(views=parse_views("1x1"), engine="local", profile=True))
+
+    log_evaluation(client, run_id, report, write_evaluation_artifacts(report, tmp_path / "out")[0].parent)
+
+    logged = client.get_run(run_id).data.metrics
+    assert logged["energy_mj"] == pytest.approx(report.energy.energy_mj)
+    assert logged["sops"] == pytest.approx(report.energy.sops)
+    assert logged["test_top1_1x1"] == pytest.approx(report.result.top1)
+    artifacts = {item.path for item in client.list_artifacts(run_id, "evaluation/test_1x1")}
+    assert "evaluation/test_1x1/confusion_matrix.png" in artifacts
+    assert "evaluation/test_1x1/per_class_accuracy.csv" in artifacts

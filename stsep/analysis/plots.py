@@ -28,6 +28,7 @@ __all__ = [
     "REPORT_PLOTS",
     "close",
     "plot_accuracy_vs_energy",
+    "plot_confusion_matrix",
     "plot_stagewise",
     "plot_temporal_state",
     "stagewise_points",
@@ -170,6 +171,30 @@ def plot_accuracy_vs_energy(summary: pd.DataFrame) -> Figure:
     axes.set_ylabel("top-1 (mean over seeds)")
     axes.set_title("Accuracy against estimated energy")
     axes.grid(alpha=0.3)
+    return figure
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], *, title: str = "") -> Figure:
+    """Draw a confusion matrix `[num_classes, num_classes]` (rows true classes, columns predictions).
+
+    Class names and counts are written in the cells up to 30 classes. Larger
+    matrices show the colours alone.
+    """
+    num_classes = matrix.shape[0]
+    size = min(12.0, 2.5 + 0.35 * num_classes)
+    figure = Figure(figsize=(size, size))
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    if num_classes <= 30:
+        axes.set_xticks(range(num_classes), class_names, rotation=90, fontsize="small")
+        axes.set_yticks(range(num_classes), class_names, fontsize="small")
+        for (row, column), count in np.ndenumerate(matrix):
+            axes.text(column, row, str(count), ha="center", va="center", fontsize="x-small")
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    if title:
+        axes.set_title(title)
     return figure
 
 

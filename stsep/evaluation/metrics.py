@@ -169,7 +169,19 @@ def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ClassificationResult:
-    """Video-level results of one evaluation."""
+    """Video-level results of one evaluation.
+
+    Attributes:
+        top1: top-1 accuracy in [0, 1].
+        top5: top-5 accuracy in [0, 1].
+        num_videos: videos evaluated.
+        confusion: counts `[num_classes, num_classes]`, rows are true classes.
+        class_accuracy: recall per class, NaN for a class without videos.
+        video_ids: one per video, in the order of the arrays below.
+        predictions: predicted class per video `[N_videos]`.
+        labels: true class per video `[N_videos]`.
+        scores: the aggregated view scores `[N_videos, num_classes]`.
+    """
 
     top1: float
     top5: float
@@ -179,6 +191,7 @@ class ClassificationResult:
     video_ids: tuple[str, ...]
     predictions: np.ndarray
     labels: np.ndarray
+    scores: np.ndarray
 
 
 def classification_result(
@@ -206,4 +219,5 @@ def classification_result(
         video_ids=tuple(str(video_id) for video_id in video_ids),
         predictions=predictions.numpy(),
         labels=torch.as_tensor(labels).numpy(),
+        scores=scores.detach().float().numpy(),
     )

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from stsep.evaluation.metrics import ClassificationResult, aggregate_views, classification_result
+from stsep.evaluation.retrieval import pool_features
 
 __all__ = ["ViewLogits", "collect_view_logits", "evaluate_multiview"]
 
@@ -38,12 +39,15 @@ class ViewLogits:
         labels: `[N_views]`.
         video_ids: length `N_views`.
         views: the view index of each row within its video, length `N_views`.
+        features: time-pooled, L2-normalized features `[N_views, D]` for
+            retrieval, or None when they were not requested.
     """
 
     logits: torch.Tensor
     labels: torch.Tensor
     video_ids: tuple[str, ...]
     views: tuple[int, ...]
+    features: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -53,6 +57,7 @@ def collect_view_logits(
     *,
     to_input: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device | str = "cpu",
+    with_features: bool = False,
 ) -> ViewLogits:
     """Score every view in `batches` with `model`.
 
@@ -64,9 +69,13 @@ def collect_view_logits(
             evaluation clip dataset.
         to_input: converts a uint8 clip batch to the float model input.
         device: where the model runs.
+        with_features: also keep each view's time-pooled features. The logits
+            are then computed as `forward_head(forward_features(x))`, which is
+            what `model(x)` computes, so one pass gives both.
     """
     model.eval()
     logits: list[torch.Tensor] = []
+    features: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     video_ids: list[str] = []
     views: list[int] = []
@@ -76,7 +85,12 @@ def collect_view_logits(
         clips = torch.as_tensor(np.asarray(batch["clip"])).to(device)
         if clips.ndim != 5 or clips.shape[-1] != 3:
             raise ValueError(f"clip batches must be uint8 [B, T, H, W, 3], got shape {tuple(clips.shape)}")
-        logits.append(model(to_input(clips)).float().cpu())
+        if with_features:
+            view_features = model.forward_features(to_input(clips))  # [T, B, D]
+            logits.append(model.forward_head(view_features).float().cpu())
+            features.append(pool_features(view_features).cpu())
+        else:
+            logits.append(model(to_input(clips)).float().cpu())
         labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
         video_ids.extend(str(video_id) for video_id in batch["video_id"])
         batch_views = batch.get("view")
@@ -87,7 +101,11 @@ def collect_view_logits(
     if not logits:
         raise ValueError("the evaluation split produced no clips; check the manifest's split column")
     return ViewLogits(
-        logits=torch.cat(logits), labels=torch.cat(labels), video_ids=tuple(video_ids), views=tuple(views)
+        logits=torch.cat(logits),
+        labels=torch.cat(labels),
+        video_ids=tuple(video_ids),
+        views=tuple(views),
+        features=torch.cat(features) if with_features else None,
     )
 
 

@@ -11,7 +11,7 @@ which at least one of the k most similar train videos has the query's class.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch import nn
 __all__ = [
     "DEFAULT_RECALL_KS",
     "VideoFeatures",
+    "aggregate_video_features",
     "extract_video_features",
     "pool_features",
     "recall_at_k",
@@ -119,12 +120,40 @@ class VideoFeatures:
     labels: torch.Tensor
 
 
+def aggregate_video_features(
+    view_features: torch.Tensor, video_ids: Sequence[str], labels: Sequence[int] | torch.Tensor
+) -> VideoFeatures:
+    """Average the view features of each video and L2-normalize the result.
+
+    Args:
+        view_features: `[N_views, D]`, normally from `pool_features`.
+        video_ids: the video of each view, length `N_views`.
+        labels: the label of each view, length `N_views`.
+    """
+    if view_features.ndim != 2 or view_features.shape[0] != len(video_ids):
+        raise ValueError(
+            f"expected one [N_views, D] feature row per video id, got shape {tuple(view_features.shape)} "
+            f"for {len(video_ids)} ids"
+        )
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    order: dict[str, int] = {}
+    for video_id in video_ids:
+        order.setdefault(str(video_id), len(order))
+    index = torch.tensor([order[str(video_id)] for video_id in video_ids], dtype=torch.long)
+
+    sums = torch.zeros(len(order), view_features.shape[1]).index_add_(0, index, view_features.float())
+    video_features = F.normalize(sums / torch.bincount(index).float()[:, None], dim=1)
+    video_labels = torch.empty(len(order), dtype=torch.long)
+    video_labels[index] = labels
+    return VideoFeatures(video_ids=tuple(order), features=video_features, labels=video_labels)
+
+
 @torch.no_grad()
 def extract_video_features(
     model: nn.Module,
     batches: Iterable[Mapping[str, object]],
     *,
-    to_input,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device | str = "cpu",
 ) -> VideoFeatures:
     """Run `model.forward_features` over clip batches and pool them per video.
@@ -132,7 +161,7 @@ def extract_video_features(
     Args:
         model: a network with `forward_features(x) -> [T, B, D]`.
         batches: mappings with `"clip"` uint8 `[B, T, H, W, 3]`, `"label"` `[B]`
-            and `"video_id"` (length B); several views of a video are averaged.
+            and `"video_id"` (length B). Several views of a video are averaged.
         to_input: converts a uint8 clip batch to the float model input
             `[B, T, 3, H, W]` (normally `stsep.data.transforms.to_model_input`).
         device: where the model runs.
@@ -143,23 +172,9 @@ def extract_video_features(
     video_ids: list[str] = []
     for batch in batches:
         clips = torch.as_tensor(np.asarray(batch["clip"])).to(device)
-        pooled = pool_features(model.forward_features(to_input(clips)))  # [B, D]
-        rows.append(pooled.cpu())
+        rows.append(pool_features(model.forward_features(to_input(clips))).cpu())  # [B, D]
         labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
         video_ids.extend(str(video_id) for video_id in batch["video_id"])
     if not rows:
         raise ValueError("no clips to extract features from; check the split and the manifest")
-
-    features = torch.cat(rows)
-    all_labels = torch.cat(labels)
-    order: dict[str, int] = {}
-    for video_id in video_ids:
-        order.setdefault(video_id, len(order))
-    index = torch.tensor([order[video_id] for video_id in video_ids], dtype=torch.long)
-
-    # Average the views of each video, then normalize again to unit length.
-    sums = torch.zeros(len(order), features.shape[1]).index_add_(0, index, features)
-    video_features = F.normalize(sums / torch.bincount(index).float()[:, None], dim=1)
-    video_labels = torch.empty(len(order), dtype=torch.long)
-    video_labels[index] = all_labels
-    return VideoFeatures(video_ids=tuple(order), features=video_features, labels=video_labels)
+    return aggregate_video_features(torch.cat(rows), video_ids, torch.cat(labels))

@@ -1,0 +1,193 @@
+"""Per-frame activation maps of a stage, overlaid on the input frames.
+
+For a clip, the output of a stage `[T, B, C, h, w]` (SEW spike sums) is
+averaged over channels, giving one spike-rate map per time step. The maps
+are upsampled bilinearly to the frame size and drawn over the frames, one row
+per model, so two runs (for example `vanilla` and an STSep variant) can be
+compared frame by frame.
+
+An STSep block's temporal branch outputs BN activations, not spikes, computed
+from the frame difference of its input spikes. Its map is the mean absolute
+activation over channels, and it is zero at t = 0 and wherever the input
+spikes did not change. Where it is bright, the block responds to motion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+
+__all__ = [
+    "ActivationMaps",
+    "compute_activation_maps",
+    "plot_activation_maps",
+    "save_activation_maps",
+    "stage_spike_rate_map",
+    "temporal_branch_map",
+]
+
+logger = logging.getLogger(__name__)
+
+NUM_STAGES = 4
+# Opacity of the map over the frame: enough to read both.
+OVERLAY_ALPHA = 0.5
+
+
+def _check_stage(stage: int) -> None:
+    if stage not in range(1, NUM_STAGES + 1):
+        raise ValueError(f"stage must be in 1..{NUM_STAGES}, got {stage!r}")
+
+
+@torch.no_grad()
+def stage_spike_rate_map(model: nn.Module, clip_input: torch.Tensor, *, stage: int) -> torch.Tensor:
+    """Return the channel-mean output of `stage` for one clip.
+
+    Args:
+        model: a `stsep.models.SpikingResNet`.
+        clip_input: float model input `[1, T, 3, H, W]`.
+        stage: 1..4.
+
+    Returns:
+        `[T, h, w]` at the stage's resolution.
+    """
+    from stsep.profile import record_stage_outputs
+
+    _check_stage(stage)
+    if clip_input.ndim != 5 or clip_input.shape[0] != 1:
+        raise ValueError(f"clip_input must be one clip [1, T, 3, H, W], got shape {tuple(clip_input.shape)}")
+    model.eval()
+    with record_stage_outputs(model, stages=(stage,)) as recorder:
+        model(clip_input)
+    output = recorder.outputs[f"stage{stage}"]  # [T, 1, C, h, w]
+    return output[:, 0].float().mean(dim=1)  # [T, h, w]
+
+
+@torch.no_grad()
+def temporal_branch_map(model: nn.Module, clip_input: torch.Tensor, *, stage: int) -> torch.Tensor | None:
+    """Return the mean absolute temporal-branch activation of the last STSep block in `stage`.
+
+    Returns:
+        `[T, h, w]`, or None when `stage` has no STSep block in this model.
+    """
+    from stsep.profile import record_stage_outputs
+
+    _check_stage(stage)
+    model.eval()
+    with record_stage_outputs(model, stages=(stage,), temporal=True) as recorder:
+        model(clip_input)
+    keys = sorted(key for key in recorder.outputs if key.endswith(".temporal"))
+    if not keys:
+        return None
+    # Keys are stage<s>.block<j>.temporal. The last block is the one nearest the stage output.
+    last = max(keys, key=lambda key: int(key.split(".")[1][len("block"):]))
+    return recorder.outputs[last][:, 0].float().abs().mean(dim=1)  # [T, 1, C, h, w] -> [T, h, w]
+
+
+def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Resize `[T, h, w]` maps to `[T, H, W]` bilinearly."""
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+@dataclass(frozen=True)
+class ActivationMaps:
+    """Frames of one clip and the activation maps drawn over them.
+
+    Attributes:
+        video_id: the video the clip came from.
+        frames: uint8 `[T, H, W, 3]`.
+        maps: row title -> float `[T, H, W]` at frame resolution.
+        kinds: row title -> "spikes" (stage spike rate) or "temporal" (temporal-branch activation).
+    """
+
+    video_id: str
+    frames: np.ndarray
+    maps: dict[str, np.ndarray]
+    kinds: dict[str, str]
+
+
+def compute_activation_maps(
+    models: Mapping[str, nn.Module],
+    clip: np.ndarray,
+    *,
+    stage: int,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+    video_id: str,
+    temporal: bool = True,
+) -> ActivationMaps:
+    """Compute the stage maps of each model, and the temporal-branch maps where a model has one.
+
+    Args:
+        models: label (such as a variant name) -> model, in display order.
+        clip: uint8 `[T, H, W, 3]`.
+        stage: the stage whose output is shown, 1..4.
+        to_input: converts uint8 `[B, T, H, W, 3]` to model input `[B, T, 3, H, W]`.
+        video_id: shown in the figure title.
+        temporal: also show STSep temporal branches of `stage`.
+    """
+    if clip.ndim != 4 or clip.shape[-1] != 3:
+        raise ValueError(f"clip must be uint8 [T, H, W, 3], got shape {clip.shape}")
+    size = tuple(clip.shape[1:3])
+    maps: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for label, model in models.items():
+        device = next(model.parameters()).device
+        clip_input = to_input(torch.as_tensor(clip)[None].to(device))  # [1, T, 3, H, W]
+        title = f"{label}: stage {stage} spike rate"
+        maps[title] = _upsample(stage_spike_rate_map(model, clip_input, stage=stage).cpu(), size)
+        kinds[title] = "spikes"
+        if temporal:
+            branch = temporal_branch_map(model, clip_input, stage=stage)
+            if branch is not None:
+                title = f"{label}: stage {stage} temporal branch"
+                maps[title] = _upsample(branch.cpu(), size)
+                kinds[title] = "temporal"
+    return ActivationMaps(video_id=video_id, frames=clip, maps=maps, kinds=kinds)
+
+
+def plot_activation_maps(maps: ActivationMaps) -> Figure:
+    """Draw the frames (top row) and each map over them (one row per map, one column per time step).
+
+    Spike-rate rows share one colour scale, so the two models compare
+    directly. Each temporal-branch row is scaled to its own maximum.
+    """
+    num_steps = maps.frames.shape[0]
+    rows = 1 + len(maps.maps)
+    figure = Figure(figsize=(1.6 * num_steps + 1.0, 1.7 * rows + 0.4))
+    grid = figure.subplots(rows, num_steps, squeeze=False)
+    spike_rows = [values for title, values in maps.maps.items() if maps.kinds[title] == "spikes"]
+    spike_max = max((float(values.max()) for values in spike_rows), default=1.0) or 1.0
+
+    for step in range(num_steps):
+        grid[0, step].imshow(maps.frames[step])
+        grid[0, step].set_title(f"t = {step}", fontsize="small")
+    grid[0, 0].set_ylabel("frames", fontsize="small")
+    for row, (title, values) in enumerate(maps.maps.items(), start=1):
+        vmax = spike_max if maps.kinds[title] == "spikes" else (float(values.max()) or 1.0)
+        for step in range(num_steps):
+            grid[row, step].imshow(maps.frames[step])
+            image = grid[row, step].imshow(values[step], cmap="inferno", alpha=OVERLAY_ALPHA, vmin=0.0, vmax=vmax)
+        grid[row, 0].set_ylabel(title, fontsize="x-small")
+        figure.colorbar(image, ax=list(grid[row]), fraction=0.02, pad=0.01)
+    for axes in grid.flat:
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.suptitle(f"video {maps.video_id}", fontsize="small")
+    return figure
+
+
+def save_activation_maps(maps: ActivationMaps, path: Path) -> Path:
+    """Write the figure of `maps` as a PNG and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = plot_activation_maps(maps)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    figure.clear()
+    logger.info("wrote activation maps of video %s to %s", maps.video_id, path)
+    return path

@@ -1,0 +1,133 @@
+"""Batches of evaluation views from a manifest split, through Ray Data or in-process.
+
+Both engines yield the same batch layout: `"clip"` uint8 `[B, T, H, W, 3]`,
+`"label"` `[B]`, `"video_id"` (length B) and `"view"` `[B]`, with every view
+of every readable video (`num_clips x num_crops` per video).
+
+- `ray` builds the clip dataset of `stsep.data.build_clip_dataset`, so
+  decoding runs in parallel actors across the cluster.
+- `local` decodes in this process with `stsep.data.decode_views`, which
+  needs no Ray and suits small checks.
+
+Unreadable videos are skipped with one warning each and counted. More than
+`clip.max_unreadable_fraction` of the split raises an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ENGINES", "LocalSkips", "iter_view_batches"]
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("ray", "local")
+
+
+@dataclass
+class LocalSkips:
+    """Videos the local engine could not decode, as (path, reason) pairs."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def iter_view_batches(
+    manifest: pd.DataFrame | str,
+    *,
+    split: str,
+    clip,
+    batch_size: int,
+    engine: str = "ray",
+    limit_per_class: int | None = None,
+    skips: LocalSkips | None = None,
+) -> Iterator[dict[str, object]]:
+    """Yield evaluation batches of every view of every video in `split`.
+
+    Args:
+        manifest: manifest table or path (local or s3://).
+        split: `train`, `val` or `test`.
+        clip: a `stsep.data.ClipConfig`; its `num_clips` and `num_crops` set the views.
+        batch_size: views per batch.
+        engine: `ray` or `local` (see the module docstring).
+        limit_per_class: keep at most this many videos per class.
+        skips: collects the videos the local engine skipped.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if engine == "ray":
+        yield from _ray_batches(manifest, split=split, clip=clip, batch_size=batch_size, limit_per_class=limit_per_class)
+    else:
+        yield from _local_batches(
+            manifest, split=split, clip=clip, batch_size=batch_size, limit_per_class=limit_per_class,
+            skips=skips if skips is not None else LocalSkips(),
+        )
+
+
+def _ray_batches(manifest, *, split, clip, batch_size, limit_per_class) -> Iterator[dict[str, object]]:
+    from stsep.data import build_clip_dataset
+
+    dataset = build_clip_dataset(
+        manifest, split=split, clip=clip, training=False, limit_per_class=limit_per_class,
+        skip_counter=f"stsep-evaluate-{split}-{uuid.uuid4().hex[:8]}",
+    )
+    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        yield {
+            "clip": batch["clip"],
+            "label": batch["label"],
+            "video_id": [str(video_id) for video_id in batch["video_id"]],
+            "view": batch["view"],
+        }
+
+
+def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips: LocalSkips) -> Iterator[dict[str, object]]:
+    from stsep.data import VideoUnreadableError, decode_views, select_split
+
+    rows = select_split(manifest, split=split, limit_per_class=limit_per_class)
+    max_skipped = int(clip.max_unreadable_fraction * len(rows))
+    pending: dict[str, list] = {"clip": [], "label": [], "video_id": [], "view": []}
+
+    for row in rows.to_dict("records"):
+        if not row["readable"]:
+            skips.skipped.append((row["path"], row["error"] or "unreadable when the manifest was prepared"))
+        else:
+            try:
+                views = decode_views(row, clip=clip, training=False)  # [V, T, H, W, 3]
+            except VideoUnreadableError as error:
+                logger.warning("skipping unreadable video %s: %s", row["path"], error)
+                skips.skipped.append((row["path"], str(error)))
+                views = None
+            if views is not None:
+                for view_index, view in enumerate(views):
+                    pending["clip"].append(view)
+                    pending["label"].append(int(row["label"]))
+                    pending["video_id"].append(str(row["video_id"]))
+                    pending["view"].append(view_index)
+        if len(skips.skipped) > max_skipped:
+            raise RuntimeError(
+                f"{len(skips.skipped)} of {len(rows)} videos in split {split!r} are unreadable, more than "
+                f"max_unreadable_fraction={clip.max_unreadable_fraction}; first: {skips.skipped[0][0]}"
+            )
+        while len(pending["clip"]) >= batch_size:
+            yield _take(pending, batch_size)
+    if pending["clip"]:
+        yield _take(pending, len(pending["clip"]))
+
+
+def _take(pending: dict[str, list], count: int) -> dict[str, object]:
+    batch = {
+        "clip": np.stack(pending["clip"][:count]),
+        "label": np.asarray(pending["label"][:count], dtype=np.int64),
+        "video_id": list(pending["video_id"][:count]),
+        "view": np.asarray(pending["view"][:count], dtype=np.int64),
+    }
+    for values in pending.values():
+        del values[:count]
+    return batch
