@@ -80,7 +80,7 @@ def _group_of(module_name: str) -> str | None:
 
 
 class FiringRateRecorder:
-    """Accumulates spike counts per neuron group; returned by :func:`record_firing_rates`."""
+    """Spike counts per neuron group, accumulated by :func:`record_firing_rates`."""
 
     def __init__(self) -> None:
         self._spikes: dict[str, torch.Tensor] = {}

@@ -52,7 +52,7 @@ def heaviside(x: torch.Tensor) -> torch.Tensor:
 def _check_surrogate(name: str) -> None:
     if name not in SURROGATES:
         raise ValueError(
-            f"unknown surrogate {name!r}; expected one of {', '.join(SURROGATES)}"
+            f"unknown surrogate {name!r}, expected one of {', '.join(SURROGATES)}"
         )
 
 
@@ -99,7 +99,7 @@ def surrogate_gradient(x: torch.Tensor, *, surrogate: str, alpha: float) -> torc
 def surrogate_primitive(x: torch.Tensor, *, surrogate: str, alpha: float) -> torch.Tensor:
     """Evaluate the smooth function whose derivative is the surrogate gradient.
 
-    ATan: ``arctan(pi / 2 * alpha * x) / pi + 1 / 2``; sigmoid:
+    ATan: ``arctan(pi / 2 * alpha * x) / pi + 1 / 2``, and sigmoid:
     ``sigmoid(alpha * x)``. Both tend to the Heaviside step as ``alpha`` grows.
     """
     if surrogate == "atan":

@@ -94,7 +94,7 @@ class VariantSpec:
 
     @property
     def stem_stateful(self) -> bool:
-        """Whether the stem neuron is LIF; it follows stage 1."""
+        """Whether the stem neuron is LIF, which follows stage 1."""
         return self.stage_stateful[0]
 
     @property

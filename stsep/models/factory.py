@@ -57,7 +57,7 @@ def build_model(
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
         raise TypeError(
-            f"build_model() got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"build_model() got unknown option(s) {', '.join(map(repr, unknown))}. "
             f"valid options: {', '.join(MODEL_OPTIONS)}"
         )
     spec = variant if isinstance(variant, VariantSpec) else parse_variant(variant)

@@ -99,7 +99,7 @@ class BasicBlock(nn.Module):
 
 
 class SpikingResNet(nn.Module):
-    """SEW-ResNet for clips; build it with :func:`stsep.build_model`.
+    """SEW-ResNet for clips, built by :func:`stsep.build_model`.
 
     Args:
         variant: per-stage neuron configuration.
@@ -200,12 +200,12 @@ class SpikingResNet(nn.Module):
         if x.shape[2] != self.in_channels:
             raise ValueError(
                 f"expected input {expected}, got {x.shape[2]} channels in shape "
-                f"{tuple(x.shape)}; is the clip laid out as [B, C, T, H, W] or [B, T, H, W, C]?"
+                f"{tuple(x.shape)}. Is the clip laid out as [B, C, T, H, W] or [B, T, H, W, C]?"
             )
         if not x.is_floating_point():
             raise TypeError(
-                f"expected a floating-point input {expected}, got {x.dtype}; "
-                "convert uint8 clips to float and normalize them first"
+                f"expected a floating-point input {expected}, got {x.dtype}. "
+                "Convert uint8 clips to float and normalize them first"
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def temporal_difference(x: torch.Tensor) -> torch.Tensor:
-    """Return ``D[t] = X[t] - X[t-1]`` with ``D[0] = 0``; input and output ``[T, B, ...]``."""
+    """Return ``D[t] = X[t] - X[t-1]`` with ``D[0] = 0`` for input ``[T, B, ...]``."""
     return torch.cat([torch.zeros_like(x[:1]), x[1:] - x[:-1]], dim=0)
 
 
@@ -49,7 +49,7 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class SpatialBranch(nn.Module):
-    """conv3x3-BN-NSN-conv3x3-BN-NSN on ``[T, B, C, H, W]``; stateless, per frame."""
+    """conv3x3-BN-NSN-conv3x3-BN-NSN on ``[T, B, C, H, W]``, stateless and per frame."""
 
     def __init__(
         self, in_channels: int, channels: int, *, stride: int, neurons: NeuronSettings
@@ -118,7 +118,7 @@ class TemporalBranch(nn.Module):
 
 
 class STSepBlock(nn.Module):
-    """STSep residual block; input ``[T, B, C_in, H, W]``, output ``[T, B, C_out, H', W']``.
+    """STSep residual block from input ``[T, B, C_in, H, W]`` to ``[T, B, C_out, H', W']``.
 
     The temporal branch is the submodule ``temporal``, so forward hooks can
     capture its output for activation maps. The shortcut (when the shape

@@ -46,7 +46,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Return the dtype in which membrane potentials are computed for ``dtype`` input.
 
     float16 and bfloat16 inputs are charged in float32, as SpikingJelly does,
-    so that spikes and gradients stay accurate; float64 stays float64.
+    so that spikes and gradients stay accurate. float64 stays float64.
     """
     return torch.promote_types(dtype, torch.float32)
 
@@ -93,7 +93,7 @@ def _charge(
     h_out: torch.Tensor,
     scratch: torch.Tensor,
 ) -> None:
-    """Write ``H = V + (X - (V - v_reset)) / tau`` into ``h_out``; ``v=None`` means V = v_reset."""
+    """Write ``H = V + (X - (V - v_reset)) / tau`` into ``h_out`` (``v=None`` means V = v_reset)."""
     if v is None:
         # V - v_reset is exactly zero at the first time step.
         torch.div(x_t, tau, out=h_out)
@@ -131,7 +131,7 @@ class LIFMultiStep(torch.autograd.Function):
     """Fused LIF over all time steps: ``LIFMultiStep.apply(x, tau, v_threshold,
     v_reset, soft_reset, detach_reset, surrogate, alpha)``.
 
-    ``x`` is ``[T, B, ...]``; returns spikes ``[T, B, ...]`` in the dtype of
+    ``x`` is ``[T, B, ...]``, and the spikes ``[T, B, ...]`` have the dtype of
     ``x``. ``tau`` is a fixed float (a learnable tau takes the unfused path).
     """
 
@@ -227,7 +227,7 @@ class NonStatefulStep(torch.autograd.Function):
 
     With ``V[t-1] = v_reset`` at every time step the charge is
     ``H = v_reset + X / tau``, so any layout works (``[T, B, ...]`` or
-    ``[T * B, ...]``); returns spikes of the same shape and dtype as ``x``.
+    ``[T * B, ...]``). The spikes have the shape and dtype of ``x``.
     """
 
     @staticmethod
@@ -239,7 +239,7 @@ class NonStatefulStep(torch.autograd.Function):
         if v_reset != 0.0:
             h.add_(v_reset)
 
-        # fire; there is no reset, the next time step starts from v_reset again.
+        # fire. There is no reset because the next time step starts from v_reset again.
         spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
         torch.ge(h, v_threshold, out=spikes)
 

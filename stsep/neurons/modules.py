@@ -137,10 +137,10 @@ class SpikingNeuron(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
 
-    # Phases of one time step; the phase-wise path and the tests call them.
+    # Phases of one time step, called by the phase-wise path and the tests.
 
     def neuronal_charge(self, x_t: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
-        """Return ``H = V + (X - (V - v_reset)) / tau``; ``v=None`` means ``V = v_reset``."""
+        """Return ``H = V + (X - (V - v_reset)) / tau`` (``v=None`` means ``V = v_reset``)."""
         if self.learnable_tau:
             decay = self._inverse_tau(x_t.dtype)
             if v is None:
@@ -171,7 +171,7 @@ class SpikingNeuron(nn.Module):
 
 
 class LIF(SpikingNeuron):
-    """Multi-step leaky integrate-and-fire neuron; input and output ``[T, B, ...]``.
+    """Multi-step leaky integrate-and-fire neuron with input and output ``[T, B, ...]``.
 
     Arguments as in :class:`SpikingNeuron`. The membrane potential is carried
     from time step ``t - 1`` to ``t`` inside one call only.
