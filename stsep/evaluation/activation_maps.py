@@ -160,7 +160,7 @@ def plot_activation_maps(maps: ActivationMaps) -> Figure:
     """
     num_steps = maps.frames.shape[0]
     rows = 1 + len(maps.maps)
-    figure = Figure(figsize=(1.6 * num_steps + 1.0, 1.9 * rows + 0.4))
+    figure = Figure(figsize=(1.6 * num_steps + 1.0, 1.7 * rows + 0.4))
     grid = figure.subplots(rows, num_steps, squeeze=False)
     spike_rows = [values for title, values in maps.maps.items() if maps.kinds[title] == "spikes"]
     spike_max = max((float(values.max()) for values in spike_rows), default=1.0) or 1.0
@@ -174,10 +174,7 @@ def plot_activation_maps(maps: ActivationMaps) -> Figure:
         for step in range(num_steps):
             grid[row, step].imshow(maps.frames[step])
             image = grid[row, step].imshow(values[step], cmap="inferno", alpha=OVERLAY_ALPHA, vmin=0.0, vmax=vmax)
-        # The row title sits above the row's first frame, because a y-label is too narrow for it.
-        grid[row, 0].annotate(
-            title, xy=(0.0, 1.04), xycoords="axes fraction", ha="left", va="bottom", fontsize="small"
-        )
+        grid[row, 0].set_ylabel(title, fontsize="x-small")
         figure.colorbar(image, ax=list(grid[row]), fraction=0.02, pad=0.01)
     for axes in grid.flat:
         axes.set_xticks([])

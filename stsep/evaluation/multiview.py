@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from stsep.evaluation.batches import clips_tensor
 from stsep.evaluation.metrics import ClassificationResult, aggregate_views, classification_result
 from stsep.evaluation.retrieval import pool_features
 
@@ -83,7 +82,7 @@ def collect_view_logits(
     start = time.perf_counter()
     num_clips = 0
     for batch_index, batch in enumerate(batches):
-        clips = clips_tensor(batch["clip"]).to(device)
+        clips = torch.as_tensor(np.asarray(batch["clip"])).to(device)
         if clips.ndim != 5 or clips.shape[-1] != 3:
             raise ValueError(f"clip batches must be uint8 [B, T, H, W, 3], got shape {tuple(clips.shape)}")
         if with_features:

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stsep.evaluation.batches import clips_tensor
-
 __all__ = [
     "DEFAULT_RECALL_KS",
     "VideoFeatures",
@@ -173,7 +171,7 @@ def extract_video_features(
     labels: list[torch.Tensor] = []
     video_ids: list[str] = []
     for batch in batches:
-        clips = clips_tensor(batch["clip"]).to(device)
+        clips = torch.as_tensor(np.asarray(batch["clip"])).to(device)
         rows.append(pool_features(model.forward_features(to_input(clips))).cpu())  # [B, D]
         labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
         video_ids.extend(str(video_id) for video_id in batch["video_id"])
