@@ -16,6 +16,7 @@ from stsep.data.manifest import (
     validate_manifest,
     write_manifest,
 )
+from stsep.data.prepare import DATASETS, prepare_manifest, summarize_manifest
 from stsep.data.pipeline import ClipCollateFn, ClipDecoder, build_clip_dataset, select_split
 from stsep.data.safe_decode import DecodeProcess
 from stsep.data.skips import (
@@ -29,7 +30,7 @@ from stsep.data.skips import (
 from stsep.data.transforms import to_model_input
 
 __all__ = [
-    "NO_FLIP_DATASETS",
+    "DATASETS",    "NO_FLIP_DATASETS",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "SPLITS",
@@ -47,12 +48,14 @@ __all__ = [
     "decode_clip",
     "decode_views",
     "flip_allowed",
+    "prepare_manifest",
     "probe_video",
     "read_frames",
     "read_manifest",
     "read_skip_report",
     "select_split",
     "skip_counter_name",
+    "summarize_manifest",
     "to_model_input",
     "validate_manifest",
     "write_manifest",

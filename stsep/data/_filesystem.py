@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from stsep import storage
+
 __all__ = [
     "exists",
     "file_size",
@@ -38,28 +40,11 @@ def is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in _REMOTE_SCHEMES
 
 
-def _s3_filesystem() -> pafs.S3FileSystem:
-    # NOTE: private stand-in for ``stsep.storage``; replace with its resolver
-    # once that module exists, so both honour the same settings.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip()
-    options: dict[str, object] = {}
-    if endpoint:
-        parsed = urlparse(endpoint)
-        if not parsed.scheme or not parsed.netloc:
-            raise ValueError(
-                f"AWS_ENDPOINT_URL={endpoint!r} is not a URL; set it to the store's "
-                "address with its scheme, e.g. http://127.0.0.1:9000"
-            )
-        options["endpoint_override"] = parsed.netloc
-        options["scheme"] = parsed.scheme
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        options["region"] = region
-    return pafs.S3FileSystem(**options)
-
-
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Resolve a local path or ``s3://`` URI to a filesystem and a path in it.
+
+    S3 settings (endpoint from ``AWS_ENDPOINT_URL``, region, addressing
+    style) come from :func:`stsep.storage.filesystem_for`.
 
     Args:
         uri: Local path (absolute or relative) or ``s3://bucket/key`` URI.
@@ -68,18 +53,7 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
         The filesystem and the path to pass to its methods (``bucket/key`` for
         S3, an absolute path for local files).
     """
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise ValueError(f"S3 URI {uri!r} has no bucket; write it as s3://bucket/key")
-        key = parsed.path.lstrip("/")
-        return _s3_filesystem(), f"{parsed.netloc}/{key}".rstrip("/")
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(
-            f"unsupported URI scheme {parsed.scheme!r} in {uri!r}; use a local path or s3://"
-        )
-    path = parsed.path if parsed.scheme == "file" else uri
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    return storage.filesystem_for(uri)
 
 
 def join(root: str, *parts: str) -> str:
