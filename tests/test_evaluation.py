@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import av
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +21,12 @@ from mlflow.tracking import MlflowClient
 from stsep import build_model
 from stsep.config import load_config
 from stsep.data import ClipConfig, decode_clip, read_manifest, to_model_input, write_manifest
+from stsep.evaluation.activation_maps import (
+    compute_activation_maps,
+    save_activation_maps,
+    stage_spike_rate_map,
+    temporal_branch_map,
+)
 from stsep.evaluation.batches import iter_view_batches
 from stsep.evaluation.loading import load_trained_model
 from stsep.evaluation.metrics import (
@@ -27,11 +38,12 @@ from stsep.evaluation.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
-from stsep.evaluation.multiview import collect_view_logits
 from stsep.evaluation.runner import EvaluationSettings, evaluate_checkpoint, log_evaluation, write_evaluation_artifacts
 from stsep.profile import count_operations, record_firing_rates
 from stsep.training.checkpoint import write_checkpoint
 from stsep.training.loop import model_options
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_aggregate_logits_mean_per_video():
@@ -347,3 +359,182 @@ def test_energy_logged_to_run(tiny_data, tmp_path):
     artifacts = {item.path for item in client.list_artifacts(run_id, "evaluation/test_1x1")}
     assert "evaluation/test_1x1/confusion_matrix.png" in artifacts
     assert "evaluation/test_1x1/per_class_accuracy.csv" in artifacts
+
+
+# ---------------------------------------------------------------- activation maps
+
+
+def test_stage_map_is_channel_mean(tiny_data):
+    _, _, model = tiny_data
+    clip = np.random.default_rng(0).integers(0, 256, (NUM_FRAMES, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+    clip_input = to_model_input(torch.as_tensor(clip)[None])
+    captured = {}
+    handle = model.stages[2].register_forward_hook(lambda _module, _inputs, output: captured.update(out=output))
+    with torch.no_grad():
+        model(clip_input)
+    handle.remove()
+
+    rate_map = stage_spike_rate_map(model, clip_input, stage=3)
+
+    expected = captured["out"][:, 0].mean(dim=1)  # [T, 1, C, h, w] -> [T, h, w]
+    torch.testing.assert_close(rate_map, expected)
+    assert float(rate_map.max()) > 0
+
+
+def test_temporal_map_zero_at_first_step(tiny_data):
+    manifest, _, model = tiny_data
+    row = read_manifest(str(manifest)).iloc[0].to_dict()
+    moving = decode_clip(row, clip=clip_config(parse_views("1x1")), training=False)
+
+    moving_map = temporal_branch_map(model, to_model_input(torch.as_tensor(moving)[None]), stage=4)
+
+    # D[0] = 0, so the first time step matches the branch's response to no change.
+    assert moving_map.shape[0] == NUM_FRAMES
+    assert float(moving_map[0].abs().max()) == 0.0
+    assert float(moving_map[1:].max()) > 0.0
+
+
+def test_temporal_map_zero_without_motion(tiny_data, tmp_path):
+    manifest, _, _ = tiny_data
+    # Every neuron is non-stateful, so still frames give the same spikes at every time step.
+    _, model = write_tiny_checkpoint(tmp_path / "all-stsep", variant="stsep-s1234-nostate", manifest=manifest)
+    row = read_manifest(str(manifest)).iloc[0].to_dict()
+    moving = decode_clip(row, clip=clip_config(parse_views("1x1")), training=False)
+    still = np.repeat(moving[:1], NUM_FRAMES, axis=0)
+    # Non-zero BN offsets, as in a trained model, must not leak into the map.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(module.bias, std=0.5)
+
+    still_map = temporal_branch_map(model, to_model_input(torch.as_tensor(still)[None]), stage=2)
+    moving_map = temporal_branch_map(model, to_model_input(torch.as_tensor(moving)[None]), stage=2)
+
+    assert float(still_map.abs().max()) == 0.0
+    assert float(moving_map.max()) > 0.0
+
+
+def test_temporal_map_absent_in_plain_stage(tiny_data):
+    _, _, model = tiny_data
+
+    assert temporal_branch_map(model, torch.zeros(1, NUM_FRAMES, 3, CROP_SIZE, CROP_SIZE), stage=1) is None
+
+
+def test_activation_maps_two_models(tiny_data, tmp_path):
+    manifest, _, stsep_model = tiny_data
+    _, vanilla = write_tiny_checkpoint(tmp_path / "vanilla", variant="vanilla", manifest=manifest, seed=1)
+    row = read_manifest(str(manifest)).iloc[0].to_dict()
+    clip = decode_clip(row, clip=clip_config(parse_views("1x1")), training=False)
+
+    maps = compute_activation_maps(
+        {"vanilla": vanilla, "stsep-s34-state": stsep_model}, clip, stage=3, to_input=to_model_input, video_id="v0"
+    )
+    path = save_activation_maps(maps, tmp_path / "maps.png")
+
+    assert list(maps.maps) == [
+        "vanilla: stage 3 spike rate", "stsep-s34-state: stage 3 spike rate", "stsep-s34-state: stage 3 temporal branch",
+    ]
+    assert all(values.shape == (NUM_FRAMES, CROP_SIZE, CROP_SIZE) for values in maps.maps.values())
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 300
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def load_evaluate_entry_point():
+    spec = importlib.util.spec_from_file_location("evaluate_entry_point", REPO_ROOT / "pipelines" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tracking_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("evaluation", artifact_location=(tmp_path / "artifacts").as_uri())
+    return uri, client, experiment_id
+
+
+def test_evaluate_cli_from_run(tiny_data, tracking_store, tmp_path):
+    manifest, checkpoint, _ = tiny_data
+    uri, client, experiment_id = tracking_store
+    run_id = client.create_run(experiment_id, run_name="stsep-s34-state-seed0").info.run_id
+    client.log_artifact(run_id, str(checkpoint / "checkpoint.pt"), artifact_path="checkpoints/best")
+    vanilla, _ = write_tiny_checkpoint(tmp_path / "vanilla", variant="vanilla", manifest=manifest, seed=1)
+    expected = evaluate_checkpoint(load_trained_model(str(checkpoint)), EvaluationSettings(views=parse_views("2x2"), engine="local"))
+
+    result = subprocess.run(
+        [sys.executable, "pipelines/evaluate.py", f"runs:/{run_id}", "--views", "2x2", "--engine", "local",
+         "--retrieval", "--profile", "--activation-maps", "--compare", str(vanilla), "--num-videos", "1",
+         "--tracking-uri", uri, "--output", str(tmp_path / "out")],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"| stsep-s34-state | test | 2x2 | 4 | {expected.result.top1:.4f} |" in result.stdout
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test_top1_2x2"] == pytest.approx(expected.result.top1)
+    assert metrics["test_top5_2x2"] == pytest.approx(expected.result.top5)
+    assert {"recall_at_1", "recall_at_5", "recall_at_10", "recall_at_20", "energy_mj", "sops"} <= set(metrics)
+    artifacts = {item.path for item in client.list_artifacts(run_id, "evaluation/test_2x2")}
+    assert {
+        "evaluation/test_2x2/confusion_matrix.csv", "evaluation/test_2x2/confusion_matrix.png",
+        "evaluation/test_2x2/per_class_accuracy.csv", "evaluation/test_2x2/predictions.csv",
+        "evaluation/test_2x2/metrics.json", "evaluation/test_2x2/activation_maps",
+    } <= artifacts
+    maps = [item.path for item in client.list_artifacts(run_id, "evaluation/test_2x2/activation_maps")]
+    assert maps == ["evaluation/test_2x2/activation_maps/stage3_left_to_right_test_0.png"]
+
+
+def test_evaluate_all_splits_mean(tiny_data, tracking_store, tmp_path, capsys):
+    manifest, _, _ = tiny_data
+    uri, client, experiment_id = tracking_store
+    checkpoints, run_ids = [], []
+    for split in (1, 2, 3):
+        run_id = client.create_run(experiment_id, run_name=f"vanilla-split{split}").info.run_id
+        directory, _ = write_tiny_checkpoint(
+            tmp_path / f"split{split}", variant="vanilla", manifest=manifest, seed=split, run_id=run_id,
+            dataset="ucf101", split=split,
+        )
+        checkpoints.append(str(directory))
+        run_ids.append(run_id)
+    entry_point = load_evaluate_entry_point()
+
+    status = entry_point.main([*checkpoints, "--all-splits", "--views", "1x1", "--engine", "local",
+                               "--tracking-uri", uri, "--output", str(tmp_path / "out")])
+
+    assert status == 0
+    top1 = [client.get_run(run_id).data.metrics["test_top1_1x1"] for run_id in run_ids]
+    for run_id in run_ids:
+        logged = client.get_run(run_id).data.metrics
+        assert logged["test_top1_1x1_mean_over_splits"] == pytest.approx(statistics.mean(top1))
+    assert f"mean over splits 1-3 (1x1 views): top-1 {statistics.mean(top1):.4f}" in capsys.readouterr().out
+
+
+def test_evaluate_all_splits_rejects_wrong_dataset(tiny_data, tmp_path, capsys):
+    manifest, checkpoint, _ = tiny_data
+    entry_point = load_evaluate_entry_point()
+
+    status = entry_point.main([str(checkpoint)] * 3 + ["--all-splits", "--no-log", "--engine", "local"])
+
+    assert status == 2
+    assert "--all-splits needs checkpoints of one of ucf101, hmdb51" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_hand_average(tiny_data, hand_logits):
+    ray = pytest.importorskip("ray")
+    _, checkpoint, _ = tiny_data
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        report = evaluate_checkpoint(
+            load_trained_model(str(checkpoint)), EvaluationSettings(views=parse_views("2x2"), engine="ray", batch_size=4)
+        )
+    finally:
+        ray.shutdown()
+
+    hand = hand_logits["2x2"]
+    assert sorted(report.result.video_ids) == sorted(hand)
+    for video_id, row in zip(report.result.video_ids, report.result.scores):
+        torch.testing.assert_close(torch.from_numpy(row), hand[video_id], rtol=1e-4, atol=1e-5)

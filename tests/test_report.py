@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from stsep.variants import parse_variant

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
+from stsep.data import decode_clip, read_manifest, to_model_input
+from stsep.evaluation.loading import load_trained_model
+from stsep.evaluation.metrics import parse_views
 from stsep.evaluation.retrieval import pool_features, recall_at_k, recall_metrics
+from stsep.evaluation.runner import EvaluationSettings, evaluate_checkpoint
+from tests.test_evaluation import clip_config, tiny_data  # noqa: F401 (tiny_data is a fixture)
 
 # Train videos (the gallery) in 2-D, with classes chosen so each query's rank is easy to follow.
 GALLERY = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
@@ -81,3 +86,45 @@ def test_recall_rejects_bad_shapes(query, gallery, message):
 def test_pool_features_rejects_batch_layout():
     with pytest.raises(ValueError, match=r"\[T, B, D\]"):
         pool_features(torch.zeros(4, 8))
+
+
+@torch.no_grad()
+def test_checkpoint_recall_by_brute_force(tiny_data):
+    manifest, checkpoint, model = tiny_data
+    views = parse_views("1x1")
+    rows = read_manifest(str(manifest)).to_dict("records")
+    features = {}
+    for row in rows:
+        clip = decode_clip(row, clip=clip_config(views), training=False)
+        per_step = model.forward_features(to_model_input(torch.as_tensor(clip)[None]))[:, 0]  # [T, D]
+        features[row["video_id"]] = per_step.mean(dim=0).tolist()
+    train = [row for row in rows if row["split"] == "train"]
+    test = [row for row in rows if row["split"] == "test"]
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    expected = {}
+    for k in (1, 2, 3):
+        hits = 0
+        for query in test:
+            ranked = sorted(train, key=lambda row: -cosine(features[query["video_id"]], features[row["video_id"]]))
+            hits += any(row["label"] == query["label"] for row in ranked[:k])
+        expected[k] = hits / len(test)
+
+    report = evaluate_checkpoint(
+        load_trained_model(str(checkpoint)), EvaluationSettings(views=views, engine="local", retrieval=True)
+    )
+    recalls = recall_at_k(
+        *_features_and_labels(features, test), *_features_and_labels(features, train), ks=(1, 2, 3)
+    )
+
+    assert report.recalls[1] == pytest.approx(expected[1])
+    assert recalls == pytest.approx(expected)
+    assert set(report.recalls) == {1, 5, 10, 20}
+    # Four train videos cover both classes, so every query finds its class within the gallery.
+    assert report.recalls[20] == pytest.approx(1.0)
+
+
+def _features_and_labels(features, rows):
+    return torch.tensor([features[row["video_id"]] for row in rows]), [row["label"] for row in rows]

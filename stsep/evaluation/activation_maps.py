@@ -7,9 +7,12 @@ per model, so two runs (for example `vanilla` and an STSep variant) can be
 compared frame by frame.
 
 An STSep block's temporal branch outputs BN activations, not spikes, computed
-from the frame difference of its input spikes. Its map is the mean absolute
-activation over channels, and it is zero at t = 0 and wherever the input
-spikes did not change. Where it is bright, the block responds to motion.
+from the frame difference `D[t] = X[t] - X[t-1]` of its input spikes. Its map
+is the mean absolute departure, over channels, of the branch output from the
+output the same branch gives for an all-zero difference (no change at all).
+It is therefore exactly zero at t = 0 and wherever the block's input spikes
+did not change, whatever the trained BN offsets are. Where it is bright, the
+block responds to change between time steps.
 """
 
 from __future__ import annotations
@@ -72,23 +75,38 @@ def stage_spike_rate_map(model: nn.Module, clip_input: torch.Tensor, *, stage: i
 
 @torch.no_grad()
 def temporal_branch_map(model: nn.Module, clip_input: torch.Tensor, *, stage: int) -> torch.Tensor | None:
-    """Return the mean absolute temporal-branch activation of the last STSep block in `stage`.
+    """Return the change-driven temporal-branch response of the last STSep block in `stage`.
+
+    The response is `mean_c |temporal(X) - temporal(0)|`, where `temporal(0)`
+    is the branch run on an all-zero input of the same shape.
+
+    Args:
+        model: a `stsep.models.SpikingResNet`.
+        clip_input: float model input `[1, T, 3, H, W]`.
+        stage: 1..4.
 
     Returns:
         `[T, h, w]`, or None when `stage` has no STSep block in this model.
     """
-    from stsep.profile import record_stage_outputs
-
     _check_stage(stage)
-    model.eval()
-    with record_stage_outputs(model, stages=(stage,), temporal=True) as recorder:
-        model(clip_input)
-    keys = sorted(key for key in recorder.outputs if key.endswith(".temporal"))
-    if not keys:
+    branches = [block.temporal for block in model.stages[stage - 1] if hasattr(block, "temporal")]
+    if not branches:
         return None
-    # Keys are stage<s>.block<j>.temporal. The last block is the one nearest the stage output.
-    last = max(keys, key=lambda key: int(key.split(".")[1][len("block"):]))
-    return recorder.outputs[last][:, 0].float().abs().mean(dim=1)  # [T, 1, C, h, w] -> [T, h, w]
+    # The last block is the one nearest the stage output.
+    branch = branches[-1]
+    captured: dict[str, object] = {}
+
+    def hook(_module, args, kwargs, output):
+        captured.update(x=args[0], kwargs=dict(kwargs), output=output)
+
+    model.eval()
+    handle = branch.register_forward_hook(hook, with_kwargs=True)
+    try:
+        model(clip_input)
+    finally:
+        handle.remove()
+    baseline = branch(torch.zeros_like(captured["x"]), **captured["kwargs"])  # [T, 1, C, h, w]
+    return (captured["output"] - baseline)[:, 0].float().abs().mean(dim=1)  # -> [T, h, w]
 
 
 def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -160,7 +178,7 @@ def plot_activation_maps(maps: ActivationMaps) -> Figure:
     """
     num_steps = maps.frames.shape[0]
     rows = 1 + len(maps.maps)
-    figure = Figure(figsize=(1.6 * num_steps + 1.0, 1.7 * rows + 0.4))
+    figure = Figure(figsize=(1.6 * num_steps + 1.0, 1.9 * rows + 0.4))
     grid = figure.subplots(rows, num_steps, squeeze=False)
     spike_rows = [values for title, values in maps.maps.items() if maps.kinds[title] == "spikes"]
     spike_max = max((float(values.max()) for values in spike_rows), default=1.0) or 1.0
@@ -174,7 +192,10 @@ def plot_activation_maps(maps: ActivationMaps) -> Figure:
         for step in range(num_steps):
             grid[row, step].imshow(maps.frames[step])
             image = grid[row, step].imshow(values[step], cmap="inferno", alpha=OVERLAY_ALPHA, vmin=0.0, vmax=vmax)
-        grid[row, 0].set_ylabel(title, fontsize="x-small")
+        # The row title sits above the row's first frame, because a y-label is too narrow for it.
+        grid[row, 0].annotate(
+            title, xy=(0.0, 1.04), xycoords="axes fraction", ha="left", va="bottom", fontsize="small"
+        )
         figure.colorbar(image, ax=list(grid[row]), fraction=0.02, pad=0.01)
     for axes in grid.flat:
         axes.set_xticks([])

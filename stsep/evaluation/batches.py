@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 
-__all__ = ["ENGINES", "LocalSkips", "iter_view_batches"]
+__all__ = ["ENGINES", "LocalSkips", "clips_tensor", "iter_view_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +132,13 @@ def _take(pending: dict[str, list], count: int) -> dict[str, object]:
     for values in pending.values():
         del values[:count]
     return batch
+
+
+def clips_tensor(clips) -> torch.Tensor:
+    """Return a uint8 clip batch as a tensor, copying arrays that are read-only (Ray Data hands those out)."""
+    if isinstance(clips, torch.Tensor):
+        return clips
+    array = np.asarray(clips)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stsep.evaluation.batches import clips_tensor
 from stsep.evaluation.metrics import ClassificationResult, aggregate_views, classification_result
 from stsep.evaluation.retrieval import pool_features
 
@@ -82,7 +83,7 @@ def collect_view_logits(
     start = time.perf_counter()
     num_clips = 0
     for batch_index, batch in enumerate(batches):
-        clips = torch.as_tensor(np.asarray(batch["clip"])).to(device)
+        clips = clips_tensor(batch["clip"]).to(device)
         if clips.ndim != 5 or clips.shape[-1] != 3:
             raise ValueError(f"clip batches must be uint8 [B, T, H, W, 3], got shape {tuple(clips.shape)}")
         if with_features:
@@ -91,7 +92,7 @@ def collect_view_logits(
             features.append(pool_features(view_features).cpu())
         else:
             logits.append(model(to_input(clips)).float().cpu())
-        labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
+        labels.append(torch.from_numpy(np.array(batch["label"], dtype=np.int64)))
         video_ids.extend(str(video_id) for video_id in batch["video_id"])
         batch_views = batch.get("view")
         views.extend(int(view) for view in (batch_views if batch_views is not None else [0] * clips.shape[0]))

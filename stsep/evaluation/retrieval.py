@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stsep.evaluation.batches import clips_tensor
+
 __all__ = [
     "DEFAULT_RECALL_KS",
     "VideoFeatures",
@@ -171,9 +173,9 @@ def extract_video_features(
     labels: list[torch.Tensor] = []
     video_ids: list[str] = []
     for batch in batches:
-        clips = torch.as_tensor(np.asarray(batch["clip"])).to(device)
+        clips = clips_tensor(batch["clip"]).to(device)
         rows.append(pool_features(model.forward_features(to_input(clips))).cpu())  # [B, D]
-        labels.append(torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long))
+        labels.append(torch.from_numpy(np.array(batch["label"], dtype=np.int64)))
         video_ids.extend(str(video_id) for video_id in batch["video_id"])
     if not rows:
         raise ValueError("no clips to extract features from; check the split and the manifest")

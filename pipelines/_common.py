@@ -1,0 +1,128 @@
+"""Shared command-line helpers of the training entry points.
+
+Argument parsing for ``--config``, ``--set`` and ``--smoke``, logging setup
+for the driver and for every Ray worker, starting or joining Ray, and the
+exit code convention: an invalid configuration exits with status 2 and one
+line on stderr, before any Ray work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "EXIT_CONFIG_ERROR",
+    "add_config_arguments",
+    "config_error_exit",
+    "configure_logging",
+    "init_ray",
+    "load_config_from_args",
+    "worker_logging_hook",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run from a checkout without `pip install -e .`: import `stsep` from the
+# repository, and let `init_ray` hand the same path to the Ray workers.
+STSEP_FROM_CHECKOUT = importlib.util.find_spec("stsep") is None
+if STSEP_FROM_CHECKOUT:
+    sys.path.insert(0, str(REPO_ROOT))
+
+EXIT_CONFIG_ERROR = 2
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+logger = logging.getLogger("stsep.pipelines")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config``, ``--set``, ``--smoke``, ``--ray-address`` and ``--num-cpus`` to `parser`."""
+    parser.add_argument(
+        "--config", default="demo",
+        help="preset name (demo, ucf101, hmdb51, ssv2) or path to a YAML file (default: demo)",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value with a dotted key, e.g. --set train.epochs=3 (repeatable)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="shrink the run to a few minutes on two CPU cores (tiny model, few clips, one epoch)",
+    )
+    parser.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster to join; 'local' always starts a new local instance "
+        "(default: RAY_ADDRESS, else join or start a local instance)",
+    )
+    parser.add_argument(
+        "--num-cpus", type=int, default=None,
+        help="CPUs of a newly started local Ray instance (default: all of this machine's)",
+    )
+
+
+def load_config_from_args(args: argparse.Namespace, *, extra_overrides: Sequence[str] = ()) -> Any:
+    """Load the config named by the parsed arguments; exit with status 2 on a `ConfigError`."""
+    from stsep.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config, overrides=[*args.overrides, *extra_overrides], smoke=args.smoke)
+    except ConfigError as error:
+        config_error_exit(error)
+
+
+def config_error_exit(error: Exception) -> None:
+    """Print ``error`` as one line on stderr and exit with status 2."""
+    message = " ".join(str(error).split())
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def configure_logging(level: str | int = "INFO") -> None:
+    """Send log records of ``stsep`` to stderr with timestamps (entry points only)."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("stsep").setLevel(level)
+
+
+def worker_logging_hook() -> None:
+    """Configure logging in every Ray worker process (a ``worker_process_setup_hook``)."""
+    import logging as worker_logging
+    import sys as worker_sys
+
+    package_logger = worker_logging.getLogger("stsep")
+    if not package_logger.handlers:
+        handler = worker_logging.StreamHandler(worker_sys.stderr)
+        handler.setFormatter(worker_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        package_logger.addHandler(handler)
+        package_logger.setLevel(worker_logging.INFO)
+        package_logger.propagate = False
+
+
+def init_ray(*, address: str | None, num_cpus: int | None) -> None:
+    """Start or join Ray, with `worker_logging_hook` in every worker.
+
+    Inside a job submitted with ``ray job submit``, ``RAY_ADDRESS`` names the
+    cluster and the job's runtime environment (working dir) is merged with
+    the hook given here.
+    """
+    import ray
+    from ray import cloudpickle
+
+    # Ship the hook by value: workers may not have this directory on their path.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": worker_logging_hook}
+    if STSEP_FROM_CHECKOUT:
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        runtime_env["env_vars"] = {"PYTHONPATH": python_path}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address == "local":
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+    elif address:
+        ray.init(address=address, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
+    resources = ray.cluster_resources()
+    logger.info("Ray cluster: %s CPUs, %s GPUs", resources.get("CPU", 0), resources.get("GPU", 0))

@@ -1,0 +1,157 @@
+"""Run the stage-wise ablation: every variant x seed x swept setting as a Ray Tune grid.
+
+    python pipelines/ablation.py                          # demo preset, local Ray, local MLflow store
+    python pipelines/ablation.py --config demo --smoke    # a few minutes on two CPU cores
+    python pipelines/ablation.py --config ucf101 --set data.root=s3://bucket/ucf101 --set storage_path=s3://bucket/runs
+    python pipelines/ablation.py --config demo --resume   # continue the latest interrupted demo ablation
+    ray job submit --working-dir . -- python pipelines/ablation.py --config demo
+
+The manifest is prepared once and cached on the storage path. Each trial
+trains one `TorchTrainer` and logs to an MLflow child run named
+``<variant>-seed<seed>`` under the ablation's parent run; when the grid ends,
+the parent run gets ``summary.csv``, ``summary.md`` and ``ablation_plot.png``.
+Exit status: 0 when every trial finished, 1 when a trial failed or the
+tracking store is unreachable, 2 for an invalid configuration (before Ray starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from _common import add_config_arguments, config_error_exit, configure_logging, init_ray, load_config_from_args
+
+logger = logging.getLogger("stsep.pipelines.ablation")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--name", default=None,
+        help="ablation name: Tune experiment under the storage path and MLflow tag "
+        "(default: <config name>-<UTC time>; with --resume, the latest ablation of this config)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted ablation; finished trials are not run again",
+    )
+    return parser.parse_args(argv)
+
+
+def latest_ablation(storage_path: str, prefix: str) -> str | None:
+    """Return the newest ablation name under `storage_path` that starts with `prefix`, if any."""
+    import pyarrow.fs
+
+    if "://" in storage_path:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    else:
+        filesystem, root = pyarrow.fs.LocalFileSystem(), storage_path
+    try:
+        entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return None
+    names = sorted(
+        entry.base_name for entry in entries
+        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith(f"{prefix}-")
+    )
+    return names[-1] if names else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit status."""
+    args = parse_args(argv)
+    configure_logging()
+
+    from stsep.config import ConfigError
+
+    config = load_config_from_args(args)
+    ablation_id = args.name
+    if args.resume and ablation_id is None:
+        ablation_id = latest_ablation(config.storage_path, config.name)
+        if ablation_id is None:
+            config_error_exit(
+                ConfigError(f"--resume found no ablation named {config.name}-* under {config.storage_path}; pass --name")
+            )
+    if ablation_id is None:
+        ablation_id = f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+    from stsep.tracking import TrackingUnavailableError, check_tracking_store, find_or_create_ablation_run
+
+    try:
+        check_tracking_store(config.tracking.uri)
+    except TrackingUnavailableError as error:
+        logger.error("%s", error)
+        return 1
+
+    from stsep.analysis.report import ReportError
+    from stsep.analysis.summary import log_ablation_summary
+    from stsep.training.trainer import describe_manifest, prepare_data
+    from stsep.training.tuning import AblationContext, grid_points, run_grid
+
+    started = time.monotonic()
+    init_ray(address=args.ray_address, num_cpus=args.num_cpus)
+    prepare_data(config)
+    data = describe_manifest(config)
+    logger.info(
+        "Dataset %s: %d train and %d %s videos, %d classes; manifest %s",
+        config.data.dataset, data.train_videos, data.eval_videos, data.eval_split, data.num_classes, data.manifest_path,
+    )
+
+    parent = find_or_create_ablation_run(
+        tracking_uri=config.tracking.uri, experiment=config.tracking.experiment, ablation_id=ablation_id
+    )
+    parent.log_config(config.to_dict())
+    parent.log_params({
+        "grid.size": len(grid_points(config)),
+        "grid.variants": list(config.grid.variants),
+        "grid.seeds": list(config.grid.seeds),
+        "num_classes": data.num_classes,
+        "train_videos": data.train_videos,
+    })
+    context = AblationContext(
+        config=config,
+        ablation_id=ablation_id,
+        data=data,
+        tracking_uri=config.tracking.uri,
+        experiment_id=parent.experiment_id,
+        parent_run_id=parent.run_id,
+    )
+
+    try:
+        results = run_grid(context, resume=args.resume)
+    except BaseException:
+        parent.finish("KILLED")
+        raise
+    failed = [result for result in results if result.error is not None]
+    for result in failed:
+        logger.error("Trial at %s failed: %s", result.path, str(result.error).splitlines()[0])
+
+    try:
+        summary = log_ablation_summary(
+            tracking_uri=config.tracking.uri, experiment_id=parent.experiment_id,
+            ablation_id=ablation_id, parent_run_id=parent.run_id,
+        )
+    except ReportError as error:
+        logger.error("No summary for ablation %s: %s", ablation_id, error)
+        summary = None
+    parent.log_metrics({"wall_time_s": time.monotonic() - started, "failed_trials": len(failed)}, step=0)
+    parent.finish("FAILED" if failed else "FINISHED")
+
+    if summary is not None:
+        columns = ["variant", "seeds", "top1_mean", "top1_std", "top5_mean", "epochs"]
+        logger.info("Summary of %s:\n%s", ablation_id, summary[columns].to_string(index=False))
+    logger.info(
+        "Ablation %s: %d trials, %d failed, %.1f min; MLflow experiment %s at %s (runs table: #/experiments/%s/runs)",
+        ablation_id, len(results), len(failed), (time.monotonic() - started) / 60, config.tracking.experiment,
+        config.tracking.uri, parent.experiment_id,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
