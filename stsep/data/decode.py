@@ -95,6 +95,23 @@ def _check_file(path: str) -> None:
         raise VideoUnreadableError(path, "empty", "file has zero bytes")
 
 
+def _load(path: str) -> str | bytes:
+    """Return what decord opens: the local path, or the bytes of an ``s3://`` object."""
+    _check_file(path)
+    return _filesystem.read_bytes(path) if _filesystem.is_remote(path) else path
+
+
+def _open(source: str | bytes, *, path: str, width: int = -1, height: int = -1, num_threads: int = 1):
+    decord = _decord()
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return decord.VideoReader(stream, width=width, height=height, num_threads=num_threads)
+    except (RuntimeError, AssertionError, decord.DECORDError) as error:
+        # decord raises RuntimeError when FFmpeg cannot open the file and
+        # AssertionError when the container declares zero frames.
+        raise VideoUnreadableError(path, "undecodable", str(error).splitlines()[0][:200]) from error
+
+
 def open_video_reader(path: str, *, width: int = -1, height: int = -1, num_threads: int = 1):
     """Open a decord ``VideoReader`` on a local path or ``s3://`` URI.
 
@@ -111,33 +128,35 @@ def open_video_reader(path: str, *, width: int = -1, height: int = -1, num_threa
         VideoUnreadableError: When the file is missing, empty or cannot be
             opened.
     """
-    decord = _decord()
-    _check_file(path)
-    source = io.BytesIO(_filesystem.read_bytes(path)) if _filesystem.is_remote(path) else path
-    try:
-        return decord.VideoReader(source, width=width, height=height, num_threads=num_threads)
-    except (RuntimeError, AssertionError, decord.DECORDError) as error:
-        # decord raises RuntimeError when FFmpeg cannot open the file and
-        # AssertionError when the container declares zero frames.
-        raise VideoUnreadableError(path, "undecodable", str(error).splitlines()[0][:200]) from error
+    return _open(_load(path), path=path, width=width, height=height, num_threads=num_threads)
 
 
-def _decodes(reader, index: int) -> bool:
+# Fresh readers tried before a frame or clip counts as undecodable. decord
+# decodes on a thread that reads ahead, so in a file with a damaged packet
+# any request can fail now and then (a few percent of fresh readers for the
+# test fixture's cut-off AVI), while the damaged frame itself always fails.
+_DECODE_ATTEMPTS = 3
+
+
+def _read_frame(source: str | bytes, index: int, *, path: str) -> np.ndarray | None:
+    """Return frame ``index`` as uint8 ``[H, W, 3]``, or None when no fresh reader decodes it."""
     decord = _decord()
-    try:
-        reader.get_batch([index])
-    except (RuntimeError, IndexError, decord.DECORDError):
-        return False
-    return True
+    for _ in range(_DECODE_ATTEMPTS):
+        try:
+            return _open(source, path=path).get_batch([index]).asnumpy()[0]
+        except (VideoUnreadableError, RuntimeError, IndexError, decord.DECORDError):
+            continue
+    return None
 
 
 def probe_video(path: str) -> VideoInfo:
     """Count the frames a video really holds and read its fps and size.
 
-    Containers can declare more frames than they hold (a truncated AVI keeps
-    its header count, for example). The last declared frame is decoded; when
-    it fails, a binary search finds the last frame that decodes, assuming
-    frames decode up to a point and fail after it, as in a cut-off file.
+    Containers can declare more frames than they hold: an AVI cut off in
+    the middle of a frame still lists that frame, for example. The last
+    declared frame is decoded; when it fails, a binary search finds the last
+    frame that decodes (assuming frames decode up to a point and fail after
+    it, as in a cut-off file).
 
     Args:
         path: Local path or ``s3://`` URI.
@@ -149,27 +168,27 @@ def probe_video(path: str) -> VideoInfo:
         VideoUnreadableError: When the file cannot be opened or not even its
             first frame decodes.
     """
-    decord = _decord()
-    reader = open_video_reader(path)
+    source = _load(path)
+    reader = _open(source, path=path)
     declared = len(reader)
     fps = float(reader.get_avg_fps())
-    try:
-        first = reader.get_batch([0]).asnumpy()
-    except (RuntimeError, IndexError, decord.DECORDError) as error:
-        raise VideoUnreadableError(path, "undecodable", "the first frame does not decode") from error
-    height, width = int(first.shape[1]), int(first.shape[2])
+    del reader
+    first = _read_frame(source, 0, path=path)
+    if first is None:
+        raise VideoUnreadableError(path, "undecodable", "the first frame does not decode")
+    height, width = int(first.shape[0]), int(first.shape[1])
 
     num_frames = declared
-    if not _decodes(reader, declared - 1):
+    if _read_frame(source, declared - 1, path=path) is None:
         low, high = 0, declared - 1  # frame `low` decodes, frame `high` does not
         while high - low > 1:
             middle = (low + high) // 2
-            if _decodes(reader, middle):
+            if _read_frame(source, middle, path=path) is not None:
                 low = middle
             else:
                 high = middle
         num_frames = low + 1
-        logger.info("%s declares %d frames but decodes only %d", path, declared, num_frames)
+        logger.info("%s declares %d frames but only %d decode", path, declared, num_frames)
     if not math.isfinite(fps) or fps <= 0:
         fps = 0.0
     return VideoInfo(num_frames=num_frames, declared_frames=declared, fps=fps, width=width, height=height)
@@ -214,26 +233,30 @@ def read_frames(
         VideoUnreadableError: When the file cannot be opened, an index is
             past the last frame, or a frame fails to decode.
     """
-    out_width, out_height = -1, -1
-    if short_side is not None and width > 0 and height > 0:
-        out_height, out_width = resized_shape(height=height, width=width, short_side=short_side)
-    reader = open_video_reader(path, width=out_width, height=out_height, num_threads=num_threads)
-
     requested = np.asarray(indices, dtype=np.int64)
     if requested.size == 0:
         raise ValueError("read_frames needs at least one frame index")
+    out_width, out_height = -1, -1
+    if short_side is not None and width > 0 and height > 0:
+        out_height, out_width = resized_shape(height=height, width=width, short_side=short_side)
+    source = _load(path)
     unique, inverse = np.unique(requested, return_inverse=True)
-    if unique[0] < 0 or unique[-1] >= len(reader):
-        raise VideoUnreadableError(
-            path,
-            "index_out_of_range",
-            f"frame {int(unique[-1] if unique[-1] >= len(reader) else unique[0])} requested, "
-            f"the video has frames 0..{len(reader) - 1}",
-        )
+
     decord = _decord()
-    try:
-        frames = reader.get_batch(unique.tolist()).asnumpy()
-    except (RuntimeError, IndexError, decord.DECORDError) as error:
-        detail = f"frames up to {int(unique[-1])} do not decode: {str(error).splitlines()[0][:160]}"
-        raise VideoUnreadableError(path, "undecodable", detail) from error
+    for attempt in range(_DECODE_ATTEMPTS):
+        # A fresh reader recovers frames that the last one lost to read-ahead
+        # into a damaged packet (see ``_DECODE_ATTEMPTS``).
+        reader = _open(source, path=path, width=out_width, height=out_height, num_threads=num_threads)
+        if unique[0] < 0 or unique[-1] >= len(reader):
+            bad = int(unique[0] if unique[0] < 0 else unique[-1])
+            raise VideoUnreadableError(
+                path, "index_out_of_range", f"frame {bad} requested, the video has frames 0..{len(reader) - 1}"
+            )
+        try:
+            frames = reader.get_batch(unique.tolist()).asnumpy()
+            break
+        except (RuntimeError, IndexError, decord.DECORDError) as error:
+            if attempt == _DECODE_ATTEMPTS - 1:
+                detail = f"frames up to {int(unique[-1])} do not decode: {str(error).splitlines()[0][:160]}"
+                raise VideoUnreadableError(path, "undecodable", detail) from error
     return frames[inverse.reshape(-1)]
