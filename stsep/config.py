@@ -59,7 +59,7 @@ OPTIMIZERS: Final[tuple[str, ...]] = ("sgd", "adamw")
 SCHEDULERS: Final[tuple[str, ...]] = ("fifo", "asha")
 SURROGATES: Final[tuple[str, ...]] = ("atan", "sigmoid")
 RESET_MODES: Final[tuple[str, ...]] = ("hard", "soft")
-FUSIONS: Final[tuple[str, ...]] = ("add", "gated")
+FUSIONS: Final[tuple[str, ...]] = ("add", "gate")
 DEPTHS: Final[tuple[int, ...]] = (18, 34)
 
 # What `--smoke` sets on top of any preset: a few minutes on two CPU cores.
@@ -71,6 +71,7 @@ SMOKE_OVERRIDES: Final[dict[str, Any]] = {
     "data.num_clips": 1,
     "data.num_crops": 1,
     "data.decode_concurrency": 1,
+    "data.decoder_cpus": 0.25,
     "model.depth": 18,
     "model.width": 0.0625,
     "train.epochs": 1,
@@ -107,7 +108,8 @@ class DataConfig:
         crop_size: Side of the square crop in pixels (the model's resolution).
         short_side: Short side after resizing, before cropping, in pixels.
         limit_per_class: Keep at most this many videos per class and split.
-        decode_concurrency: Ray Data decode tasks running at once.
+        decode_concurrency: Decoder actors per split and trial.
+        decoder_cpus: CPUs Ray reserves for each decoder actor (fractions allowed).
         max_unreadable_fraction: Fail when more than this fraction of videos is unreadable.
         num_clips: Clips per video for multi-view evaluation.
         num_crops: Crops per clip for multi-view evaluation.
@@ -123,6 +125,7 @@ class DataConfig:
     short_side: int = 72
     limit_per_class: int | None = None
     decode_concurrency: int = 2
+    decoder_cpus: float = 1.0
     max_unreadable_fraction: float = 0.1
     num_clips: int = 1
     num_crops: int = 1
@@ -148,7 +151,7 @@ class ModelConfig:
         stsep_dc: Channel reduction factor of the STSep temporal branch.
         stsep_lambda: Balance of the temporal branch in the fusion.
         learnable_lambda: Learn the balance instead of fixing it.
-        fusion: ``add`` (spatial + lambda * temporal) or ``gated``.
+        fusion: ``add`` (spatial + lambda * temporal) or ``gate``.
     """
 
     depth: int = 18
@@ -573,6 +576,7 @@ def _validate(config: ExperimentConfig) -> None:
     if data.limit_per_class is not None:
         _check(data.limit_per_class >= 1, "data.limit_per_class", data.limit_per_class, "expected >= 1 or null")
     _check(data.decode_concurrency >= 1, "data.decode_concurrency", data.decode_concurrency, "expected >= 1")
+    _check(data.decoder_cpus > 0, "data.decoder_cpus", data.decoder_cpus, "expected a CPU count > 0")
     _check(0.0 <= data.max_unreadable_fraction <= 1.0, "data.max_unreadable_fraction", data.max_unreadable_fraction, "expected a fraction in [0, 1]")
     _check(data.num_clips >= 1, "data.num_clips", data.num_clips, "expected >= 1")
     _check(data.num_crops in (1, 3), "data.num_crops", data.num_crops, "expected 1 (centre) or 3 (left, centre, right)")

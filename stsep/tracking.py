@@ -55,6 +55,7 @@ __all__ = [
     "redact",
     "redact_config",
     "sanitize_params",
+    "tracking_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ def find_or_create_ablation_run(
     Returns:
         A `RunLogger` for the parent run, marked running.
     """
-    client = _client(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment)
     filter_string = f"tags.`{ROLE_TAG}` = 'ablation' and tags.`{ABLATION_TAG}` = '{_quote(ablation_id)}'"
     runs = call_with_retry(
@@ -331,7 +332,7 @@ def find_or_create_trial_run(
     *,
     tracking_uri: str,
     experiment_id: str,
-    parent_run_id: str,
+    parent_run_id: str | None,
     ablation_id: str,
     trial_key: str,
     run_name: str,
@@ -344,7 +345,7 @@ def find_or_create_trial_run(
         trial_key: Unique name of the trial in its ablation (tag ``stsep.trial``).
         run_name: Display name, ``<variant>-seed<seed>``.
     """
-    client = _client(tracking_uri)
+    client = tracking_client(tracking_uri)
     if run_id is None:
         filter_string = (
             f"tags.`{ABLATION_TAG}` = '{_quote(ablation_id)}' and tags.`{TRIAL_TAG}` = '{_quote(trial_key)}'"
@@ -357,16 +358,14 @@ def find_or_create_trial_run(
         call_with_retry(client.update_run, run_id, status="RUNNING", description="reopen trial run")
         logger.info("Continuing MLflow run %s for trial %s", run_id, trial_key)
     else:
+        tags = {ROLE_TAG: "trial", ABLATION_TAG: ablation_id, TRIAL_TAG: trial_key}
+        if parent_run_id is not None:
+            tags[PARENT_TAG] = parent_run_id
         run = call_with_retry(
             client.create_run,
             experiment_id,
             run_name=run_name,
-            tags={
-                ROLE_TAG: "trial",
-                ABLATION_TAG: ablation_id,
-                TRIAL_TAG: trial_key,
-                PARENT_TAG: parent_run_id,
-            },
+            tags=tags,
             description="create trial run",
         )
         run_id = run.info.run_id
@@ -376,7 +375,7 @@ def find_or_create_trial_run(
 
 def list_trial_runs(*, tracking_uri: str, experiment_id: str, ablation_id: str) -> list[Any]:
     """Return the child runs of one ablation (MLflow `Run` objects)."""
-    client = _client(tracking_uri)
+    client = tracking_client(tracking_uri)
     filter_string = f"tags.`{ROLE_TAG}` = 'trial' and tags.`{ABLATION_TAG}` = '{_quote(ablation_id)}'"
     return call_with_retry(
         client.search_runs, [experiment_id], filter_string=filter_string, max_results=10_000,
@@ -397,7 +396,7 @@ class RunLogger:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.experiment_id = experiment_id
-        self._client = _client(tracking_uri)
+        self._client = tracking_client(tracking_uri)
         self._pending: list[Any] = []
         self._outage_warned = False
 
@@ -511,7 +510,8 @@ class RunLogger:
 _INITIALIZED_STORES: set[str] = set()
 
 
-def _client(tracking_uri: str) -> Any:
+def tracking_client(tracking_uri: str) -> Any:
+    """Return an `MlflowClient` for `tracking_uri`, opening a SQLite store under a file lock the first time."""
     from mlflow.tracking import MlflowClient
 
     configure_http_client()
