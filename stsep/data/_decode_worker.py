@@ -1,6 +1,7 @@
 """Child-process side of :mod:`stsep.data.safe_decode`.
 
-Run as ``python -m stsep.data._decode_worker REQUEST_FD RESPONSE_FD``. The
+Run as ``python path/to/_decode_worker.py REQUEST_FD RESPONSE_FD``, by file
+path rather than with ``-m``, so that Python imports no package first. The
 process reads length-prefixed pickled requests ``(function, kwargs)`` from
 one pipe, calls ``function`` (a ``"module:name"`` string) and writes the
 pickled reply ``("ok", result)`` or ``("error", exception)`` to the other
@@ -10,10 +11,12 @@ pipe. It exits when the request pipe closes.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pickle
 import struct
 import sys
+import types
 
 _HEADER = struct.Struct("<Q")
 
@@ -44,6 +47,22 @@ def _resolve(function: str):
     return target
 
 
+def _register_bare_package() -> None:
+    # NOTE: ``stsep/__init__.py`` imports the models and so torch, which
+    # costs seconds and hundreds of MB per decoding child (and per restart
+    # after a timeout). Decoding needs none of it, so the child registers the
+    # package without running its ``__init__``; code run here must import
+    # from submodules (``stsep.data.decode``), not from ``stsep`` itself.
+    spec = importlib.util.find_spec("stsep")
+    if spec is None or "stsep" in sys.modules:
+        return
+    package = types.ModuleType("stsep")
+    package.__path__ = list(spec.submodule_search_locations or [])
+    package.__spec__ = spec
+    package.__file__ = spec.origin
+    sys.modules["stsep"] = package
+
+
 def serve(request_fd: int, response_fd: int) -> None:
     """Answer requests until the request pipe closes."""
     functions = {}
@@ -69,4 +88,9 @@ def serve(request_fd: int, response_fd: int) -> None:
 
 
 if __name__ == "__main__":
+    # The script's own folder comes first on sys.path; drop it so that the
+    # modules beside this file are imported only as ``stsep.data.*``.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
+    _register_bare_package()
     serve(int(sys.argv[1]), int(sys.argv[2]))

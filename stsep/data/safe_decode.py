@@ -27,7 +27,7 @@ __all__ = ["DecodeProcess"]
 logger = logging.getLogger(__name__)
 
 _HEADER_SIZE = 8
-_WORKER_MODULE = "stsep.data._decode_worker"
+_WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_decode_worker.py")
 
 
 class _ChildGone(Exception):
@@ -73,7 +73,7 @@ class DecodeProcess:
         search_path = [entry for entry in sys.path if entry]
         environment["PYTHONPATH"] = os.pathsep.join(search_path)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", _WORKER_MODULE, str(request_read), str(response_write)],
+            [sys.executable, _WORKER_SCRIPT, str(request_read), str(response_write)],
             pass_fds=(request_read, response_write),
             stdin=subprocess.DEVNULL,
             env=environment,
@@ -128,7 +128,7 @@ class DecodeProcess:
             self._restart()
             raise VideoUnreadableError(path, "timeout", f"decoding took longer than {self.timeout_s:g} s") from None
         except (_ChildGone, BrokenPipeError):
-            code = self._process.poll() if self._process is not None else None
+            code = self._exit_code()
             self._restart()
             raise VideoUnreadableError(path, "crash", f"the decoder process died (exit code {code})") from None
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as error:
@@ -139,6 +139,15 @@ class DecodeProcess:
         if isinstance(value, VideoUnreadableError):
             raise value
         raise VideoUnreadableError(path, "undecodable", f"{type(value).__name__}: {value}")
+
+    def _exit_code(self) -> int | None:
+        # The pipe closes a moment before the process can be reaped.
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _restart(self) -> None:
         self.restarts += 1

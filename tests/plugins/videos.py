@@ -30,6 +30,7 @@ __all__ = [
     "CODECS",
     "FRAME_NUMBER_BITS",
     "damaged_video",
+    "faulty_read_frames",
     "make_folder_dataset",
     "make_hmdb51",
     "make_ssv2",
@@ -189,6 +190,26 @@ def _declares_more_than_decodes(path: Path, *, attempts: int = 3) -> bool:
     if declared < 10:
         return False
     return all(decodes(0) and not decodes(None) for _ in range(attempts))
+
+
+def faulty_read_frames(*, path: str, **kwargs):
+    """Stand-in frame reader that hangs or kills its process for marked files.
+
+    Runs in the decoding child process (``DecodeProcess``): a path containing
+    ``hang`` sleeps for an hour, one containing ``crash`` ends the process
+    with ``os._exit(3)``, and any other path is read with
+    ``stsep.data.decode.read_frames``.
+    """
+    import time
+
+    from stsep.data.decode import read_frames
+
+    name = os.path.basename(path)
+    if "hang" in name:
+        time.sleep(3600)
+    if "crash" in name:
+        os._exit(3)
+    return read_frames(path=path, **kwargs)
 
 
 # ------------------------------------------------------------ dataset layouts
