@@ -131,6 +131,9 @@ def open_video_reader(path: str, *, width: int = -1, height: int = -1, num_threa
     return _open(_load(path), path=path, width=width, height=height, num_threads=num_threads)
 
 
+# Part of decord's error message when its resize produced a frame of another size.
+_RESIZE_REJECTED = "DECORDArrayCopyFromTo"
+
 # Fresh readers tried before a frame or clip counts as undecodable. decord
 # decodes on a thread that reads ahead, so in a file with a damaged packet
 # any request can fail now and then (a few percent of fresh readers for the
@@ -243,7 +246,8 @@ def read_frames(
     unique, inverse = np.unique(requested, return_inverse=True)
 
     decord = _decord()
-    for attempt in range(_DECODE_ATTEMPTS):
+    attempt = 0
+    while True:
         # A fresh reader recovers frames that the last one lost to read-ahead
         # into a damaged packet (see ``_DECODE_ATTEMPTS``).
         reader = _open(source, path=path, width=out_width, height=out_height, num_threads=num_threads)
@@ -256,7 +260,14 @@ def read_frames(
             frames = reader.get_batch(unique.tolist()).asnumpy()
             break
         except (RuntimeError, IndexError, decord.DECORDError) as error:
-            if attempt == _DECODE_ATTEMPTS - 1:
+            if out_width > 0 and _RESIZE_REJECTED in str(error):
+                # decord 0.6.0 fails to resize to some sizes (48 x 48 from
+                # 96 x 96, for one); decode at the stored size instead and
+                # leave resizing to the caller.
+                out_width = out_height = -1
+                continue
+            attempt += 1
+            if attempt == _DECODE_ATTEMPTS:
                 detail = f"frames up to {int(unique[-1])} do not decode: {str(error).splitlines()[0][:160]}"
                 raise VideoUnreadableError(path, "undecodable", detail) from error
     return frames[inverse.reshape(-1)]

@@ -60,6 +60,8 @@ def numbered_frames(num_frames: int, *, height: int = 48, width: int = 64, seed:
     Cells 0-7 of a 4 x 3 grid are white for a set bit of the frame number and
     black otherwise. The remaining four cells hold random texture, different
     in every frame, so no frame is constant and files have bytes per frame.
+    Keep the default 64 x 48: decord 0.6.0 fails to decode some narrow
+    frames (48 pixels wide, for one) with ``DECORDArrayCopyFromTo``.
     """
     if num_frames > 2**FRAME_NUMBER_BITS:
         raise ValueError(f"numbered_frames writes at most {2**FRAME_NUMBER_BITS} frames, got {num_frames}")
