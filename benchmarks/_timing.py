@@ -1,9 +1,10 @@
 """Timing and memory helpers shared by the benchmark scripts.
 
 - :func:`time_call`: median wall time of a callable over repeats.
+- :func:`time_interleaved`: the same for several callables, run in turn.
 - :func:`run_in_subprocess`: run one benchmark configuration in a fresh
   Python process and return the JSON it prints, so that peak resident memory
-  (``ru_maxrss``) belongs to that configuration alone.
+  belongs to that configuration alone.
 - :func:`peak_rss_mb` and :func:`current_rss_mb`: resident memory of this
   process. ``tracemalloc`` does not see PyTorch's allocations, so the
   benchmarks read the kernel's counters instead.
@@ -30,6 +31,7 @@ __all__ = [
     "peak_rss_mb",
     "run_in_subprocess",
     "time_call",
+    "time_interleaved",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +75,56 @@ def time_call(
     }
 
 
+def time_interleaved(
+    cases: dict[str, Callable[[], Any]],
+    *,
+    repeats: int = 3,
+    iterations: int = 5,
+    warmup: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Time several callables in turn, one repeat of each per round.
+
+    Interleaving exposes every case to the same background load, which on a
+    shared machine changes within seconds; the statistics are those of
+    :func:`time_call`.
+
+    Returns:
+        ``{name: {"median_ms", "min_ms", "cpu_ms", "repeats", "iterations"}}``.
+    """
+    for function in cases.values():
+        for _ in range(warmup):
+            function()
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, function in cases.items():
+            samples[name].append(time_call(function, repeats=1, iterations=iterations, warmup=0))
+    return {
+        name: {
+            "median_ms": statistics.median(sample["median_ms"] for sample in runs),
+            "min_ms": min(sample["min_ms"] for sample in runs),
+            "cpu_ms": statistics.median(sample["cpu_ms"] for sample in runs),
+            "repeats": repeats,
+            "iterations": iterations,
+        }
+        for name, runs in samples.items()
+    }
+
+
 def peak_rss_mb() -> float:
-    """Return the peak resident set size of this process in MiB (Linux reports KiB)."""
+    """Return the peak resident set size of this process in MiB.
+
+    Reads ``VmHWM`` from ``/proc/self/status``, the peak of this process's
+    own address space. ``ru_maxrss`` is no substitute in a child process:
+    Linux carries the parent's peak over ``fork`` and ``exec``, so a child of
+    a large parent reports the parent's peak. Elsewhere ``ru_maxrss`` is used.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks._timing import format_rows, time_call
+from benchmarks._timing import format_rows, time_interleaved
 from stsep.neurons import LIF, NonStatefulNeuron
 
 __all__ = ["DEFAULT_SHAPES", "run"]
@@ -89,13 +89,14 @@ def run(
     iterations: int = 5,
     include_phases: bool = True,
 ) -> list[dict[str, Any]]:
-    """Time forward and backward of each neuron for each shape.
+    """Time forward and backward of each neuron for each shape, interleaved.
 
     Returns:
         One dict per (shape, implementation): ``shape``, ``implementation``,
         ``median_ms``, ``min_ms``, ``cpu_ms``, ``vs_spikingjelly`` (SpikingJelly's median
-        over this one's; > 1 is faster), ``vs_floor`` (this median over the
-        floor's), ``repeats``, ``iterations``, ``threads``.
+        over this one's, so > 1 is faster), ``vs_spikingjelly_min`` and
+        ``vs_spikingjelly_cpu`` (the same for the minima and for CPU time), ``vs_floor`` (this median over the floor's),
+        ``repeats``, ``iterations``, ``threads``.
     """
     rows = []
     reference = _spikingjelly_lif()
@@ -113,21 +114,24 @@ def run(
             cases.append(("spikingjelly LIFNode", _forward_backward(node, x, grad, reset)))
         cases.append(("memory floor", _memory_floor(x.detach(), grad)))
 
-        shape_rows = []
-        for name, step in cases:
-            timing = time_call(step, repeats=repeats, iterations=iterations)
-            shape_rows.append(
-                {
-                    "shape": "x".join(map(str, shape)),
-                    "implementation": name,
-                    **timing,
-                    "threads": torch.get_num_threads(),
-                }
-            )
+        timings = time_interleaved(dict(cases), repeats=repeats, iterations=iterations)
+        shape_rows = [
+            {
+                "shape": "x".join(map(str, shape)),
+                "implementation": name,
+                **timing,
+                "threads": torch.get_num_threads(),
+            }
+            for name, timing in timings.items()
+        ]
         medians = {row["implementation"]: row["median_ms"] for row in shape_rows}
+        minima = {row["implementation"]: row["min_ms"] for row in shape_rows}
+        cpu = {row["implementation"]: row["cpu_ms"] for row in shape_rows}
         for row in shape_rows:
             if "spikingjelly LIFNode" in medians:
                 row["vs_spikingjelly"] = medians["spikingjelly LIFNode"] / row["median_ms"]
+                row["vs_spikingjelly_min"] = minima["spikingjelly LIFNode"] / row["min_ms"]
+                row["vs_spikingjelly_cpu"] = cpu["spikingjelly LIFNode"] / row["cpu_ms"]
             row["vs_floor"] = row["median_ms"] / medians["memory floor"]
         rows.extend(shape_rows)
     return rows
@@ -137,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark LIF and NSN forward and backward passes.")
     parser.add_argument("--quick", action="store_true", help="one shape, fewer iterations")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     rows = run(
@@ -148,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         format_rows(
             rows,
-            ["shape", "implementation", "median_ms", "min_ms", "cpu_ms", "vs_spikingjelly", "vs_floor", "threads"],
+            ["shape", "implementation", "median_ms", "min_ms", "cpu_ms", "vs_spikingjelly",
+             "vs_spikingjelly_min", "vs_spikingjelly_cpu", "vs_floor", "threads"],
         )
     )
     return 0

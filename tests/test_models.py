@@ -353,3 +353,14 @@ def test_energy_estimate_in_millijoules():
 
     assert energy == pytest.approx(5.5)
     assert estimate_energy_mj({"macs": 0, "sops": 2e9}, e_ac_pj=0.5) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "stsep-s34-state"])
+def test_model_runs_on_input_device(variant):
+    # The meta device rejects any mix with CPU tensors, as CUDA would.
+    model = make_model(variant).to("meta")
+
+    logits = model(torch.empty(2, 4, 3, 32, 32, device="meta"))
+
+    assert logits.device.type == "meta"
+    assert logits.shape == (2, 4)

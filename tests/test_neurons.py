@@ -245,3 +245,19 @@ def test_invalid_neuron_settings_rejected(kwargs, error):
 def test_neuron_rejects_one_dimensional_input():
     with pytest.raises(ValueError, match=r"\[T, B, \.\.\.\]"):
         LIF()(torch.ones(5))
+
+
+@pytest.mark.parametrize(
+    "neuron",
+    [LIF(), LIF(soft_reset=True), LIF(detach_reset=False), LIF(v_reset=0.1), NonStatefulNeuron()],
+    ids=["lif", "soft", "attached", "v_reset", "nsn"],
+)
+def test_fused_kernels_allocate_on_input_device(neuron):
+    # The meta device rejects any mix with CPU buffers, as CUDA would.
+    x = torch.empty(4, 2, 8, device="meta", requires_grad=True)
+
+    spikes = neuron(x)
+    spikes.backward(torch.empty_like(spikes))
+
+    assert spikes.device.type == "meta"
+    assert x.grad.device.type == "meta"

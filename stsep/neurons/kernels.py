@@ -51,6 +51,11 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _scalar(value: float, *, like: torch.Tensor) -> torch.Tensor:
+    """Return a 0-dim tensor holding ``value`` with the dtype and device of ``like``."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
+
+
 def _scaled_surrogate_gradient(
     h: torch.Tensor,
     grad_spike: torch.Tensor,
@@ -72,7 +77,7 @@ def _scaled_surrogate_gradient(
         out = torch.sub(h, v_threshold)
         # out = 1 / amplitude + curvature * (h - v_th)^2, in place.
         torch.addcmul(
-            torch.tensor(1.0 / amplitude, dtype=h.dtype), out, out, value=curvature, out=out
+            _scalar(1.0 / amplitude, like=h), out, out, value=curvature, out=out
         )
         torch.div(grad_spike, out, out=out)
         return out
@@ -105,7 +110,7 @@ def _charge(
     else:
         torch.sub(v, v_reset, out=scratch)
         torch.sub(x_t, scratch, out=scratch)
-    torch.addcdiv(v, scratch, torch.tensor(tau, dtype=v.dtype), out=h_out)
+    torch.addcdiv(v, scratch, _scalar(tau, like=v), out=h_out)
 
 
 def _reset(
@@ -124,7 +129,7 @@ def _reset(
         # H - H * S is exactly H where S = 0 and exactly 0 where S = 1.
         torch.addcmul(h, h, spike, value=-1.0, out=v_out)
     else:
-        torch.where(spike.bool(), torch.tensor(v_reset, dtype=h.dtype), h, out=v_out)
+        torch.where(spike.bool(), _scalar(v_reset, like=h), h, out=v_out)
 
 
 class LIFMultiStep(torch.autograd.Function):
@@ -145,11 +150,11 @@ class LIFMultiStep(torch.autograd.Function):
 
         spikes = torch.empty_like(x)
         # Training keeps H for every time step, inference only the current one.
-        h_seq = torch.empty(x.shape, dtype=dtype) if needs_grad else None
-        h_step = None if needs_grad else torch.empty(step_shape, dtype=dtype)
+        h_seq = torch.empty(x.shape, dtype=dtype, device=x.device) if needs_grad else None
+        h_step = None if needs_grad else torch.empty(step_shape, dtype=dtype, device=x.device)
         v = None
-        v_buffer = torch.empty(step_shape, dtype=dtype)
-        scratch = torch.empty(step_shape, dtype=dtype)
+        v_buffer = torch.empty(step_shape, dtype=dtype, device=x.device)
+        scratch = torch.empty(step_shape, dtype=dtype, device=x.device)
 
         for t in range(num_steps):
             h = h_seq[t] if needs_grad else h_step
@@ -206,8 +211,8 @@ class LIFMultiStep(torch.autograd.Function):
                 carry_factor.addcmul_(torch.sub(v_reset, h_seq), sg)
             carry_factor.mul_(decay)
 
-        step_factor = torch.empty(h_seq.shape[1:], dtype=h_seq.dtype)
-        decay_tensor = torch.tensor(decay, dtype=h_seq.dtype)
+        step_factor = torch.empty(h_seq.shape[1:], dtype=h_seq.dtype, device=h_seq.device)
+        decay_tensor = _scalar(decay, like=h_seq)
         for t in range(num_steps - 2, -1, -1):
             if carry_factor is not None:
                 grad_x[t].addcmul_(grad_x[t + 1], carry_factor[t])
