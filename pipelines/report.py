@@ -6,7 +6,9 @@ with one row per variant (seeds, top-1 mean and std over seeds, top-5,
 recall@1, mean firing rate, energy where logged), `trials.csv` with one row
 per trial, and three plots: `stagewise.png`, `stsep_temporal_state.png` and
 `accuracy_vs_energy.png`. The files are logged to the parent run under
-`report/` unless `--no-log` is given, and the table is printed.
+`report/` unless `--no-log` is given, together with a view of the MLflow runs
+table that lists the trials with their variant params and metrics, and the
+table and the view's address are printed.
 
     python pipelines/report.py --experiment stsep-demo
     python pipelines/report.py --experiment ucf101-ablation --tracking-uri http://127.0.0.1:5000 --output reports/ucf101
@@ -27,6 +29,7 @@ from stsep.analysis.report import (
     find_parent_run,
     list_trial_runs,
     log_report,
+    share_comparison_view,
     summary_markdown,
     trials_frame,
     write_report,
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         parent = find_parent_run(client, experiment_name=args.experiment, parent_run_id=args.parent)
-        trials = trials_frame(list_trial_runs(client, parent))
+        trial_runs = list_trial_runs(client, parent)
+        trials = trials_frame(trial_runs)
     except (ReportError, MlflowException) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -68,15 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = args.output or Path("reports") / args.experiment / parent.info.run_id
     title = f"{args.experiment}: ablation {parent.info.run_name or parent.info.run_id}"
     summary, files = write_report(trials, output_dir=output_dir, title=title)
+    view_path = None
     if not args.no_log:
         log_report(client, parent, files)
+        view_path = share_comparison_view(client, parent, trial_runs)
 
     print(summary_markdown(summary, title=title))
     print(f"report files: {output_dir}")
     for path in files.plots:
         print(f"  {path.name}")
-    if not args.no_log:
+    if view_path is not None:
         print(f"logged to run {parent.info.run_id} under report/ at {tracking_uri}")
+        server = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "<mlflow ui address>"
+        print(f"compare the trials in the MLflow UI: {server}/{view_path}")
     return 0
 
 

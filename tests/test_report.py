@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -218,6 +219,13 @@ def test_report_pipeline_writes_and_logs(ablation, tmp_path):
     for name in ("stagewise", "stsep_temporal_state", "accuracy_vs_energy"):
         image = matplotlib.image.imread(output / f"{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 300
+    view_key = f"stsep-{runs.parent_run_id[:12]}"
+    assert f"#/experiments/{runs.experiment_id}/runs?viewStateShareKey={view_key}" in result.stdout
+    view = json.loads(client.get_experiment(runs.experiment_id).tags[f"mlflow.sharedViewState.{view_key}"])
+    assert view["searchFilter"] == f"tags.`mlflow.parentRunId` = '{runs.parent_run_id}'"
+    assert view["selectedColumns"][:2] == ["params.`variant`", "params.`stage_map`"]
+    assert "metrics.`best_val_top1`" in view["selectedColumns"]
+    assert "metrics.`energy_mj`" in view["selectedColumns"]
     logged = {item.path for item in client.list_artifacts(runs.parent_run_id, "report")}
     assert logged == {
         "report/report.csv", "report/report.md", "report/trials.csv",

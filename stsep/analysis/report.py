@@ -10,6 +10,7 @@ and logs the files to the parent run under `report/`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -32,6 +33,7 @@ __all__ = [
     "find_parent_run",
     "list_trial_runs",
     "log_report",
+    "share_comparison_view",
     "summarize_trials",
     "summary_markdown",
     "trials_frame",
@@ -50,6 +52,11 @@ REPORT_ARTIFACT_DIR = "report"
 STAGE_NAMES = ("stem", "stage1", "stage2", "stage3", "stage4")
 # Metrics averaged over seeds in the summary when a trial logged them.
 SUMMARY_METRICS = ("top1", "top5", "recall_at_1", "firing_rate_mean", "sops", "energy_mj")
+# Experiment tag prefix under which the MLflow UI stores shared views of its runs table.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+# Params and metrics shown as columns of the shared comparison view, when a trial logged them.
+COMPARISON_PARAMS = ("variant", "stage_map", "ns_depth", "rns_depth", "temporal_state", "stsep_stages", "seed", "depth")
+COMPARISON_METRICS = ("best_val_top1", "val_top1", "val_top5", "recall_at_1", "energy_mj")
 # Runs are fetched in pages of this size, below MLflow 3.17's default page of 1000 runs.
 PAGE_SIZE = 500
 
@@ -316,3 +323,35 @@ def log_report(client: MlflowClient, parent: Run, files: ReportFiles) -> None:
     for path in (files.summary_csv, files.summary_md, files.trials_csv, *files.plots):
         client.log_artifact(parent.info.run_id, str(path), artifact_path=REPORT_ARTIFACT_DIR)
     logger.info("logged report to run %s under %s/", parent.info.run_id, REPORT_ARTIFACT_DIR)
+
+
+def share_comparison_view(client: MlflowClient, parent: Run, trials: Sequence[Run]) -> str:
+    """Store a view of the MLflow runs table that compares the ablation's trials, and return its path.
+
+    The view lists the parent's child runs flat (a search filter turns off
+    the nesting under the parent), sorted by variant, with the variant
+    params, then the accuracy, retrieval and energy metrics, as columns.
+
+    Returns:
+        The UI path to append to the tracking server's address, such as
+        `#/experiments/1/runs?viewStateShareKey=stsep-0123456789ab`.
+    """
+    # NOTE: the tag name and the JSON fields are the MLflow 3.17 UI's own format for shared
+    # views, which MLflow does not document; a later UI may ignore them, and the runs stay intact.
+    logged_params = set().union(*(run.data.params for run in trials))
+    logged_metrics = set().union(*(run.data.metrics for run in trials))
+    test_metrics = sorted(name for name in logged_metrics if name.startswith("test_top1_"))
+    columns = [f"params.`{name}`" for name in COMPARISON_PARAMS if name in logged_params] + [
+        f"metrics.`{name}`" for name in (*COMPARISON_METRICS, *test_metrics) if name in logged_metrics
+    ]
+    state = {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+        "orderByKey": "params.`variant`",
+        "orderByAsc": True,
+        "selectedColumns": columns,
+        # Params first, in this order: the UI would otherwise put metrics first and sort params by name.
+        "columnOrder": columns,
+    }
+    key = f"stsep-{parent.info.run_id[:12]}"
+    client.set_experiment_tag(parent.info.experiment_id, f"{SHARED_VIEW_TAG_PREFIX}{key}", json.dumps(state))
+    return f"#/experiments/{parent.info.experiment_id}/runs?viewStateShareKey={key}"
