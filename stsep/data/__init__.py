@@ -34,6 +34,7 @@ _EXPORTS = {
     "build_clip_dataset": "pipeline",
     "decode_clip": "clips",
     "decode_views": "clips",
+    "find_unreadable_fraction_error": "skips",
     "flip_allowed": "clips",
     "prepare_manifest": "prepare",
     "probe_video": "decode",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         SkipLog,
         SkipReport,
         UnreadableFractionError,
+        find_unreadable_fraction_error,
         read_skip_report,
         skip_counter_name,
     )

@@ -19,6 +19,7 @@ from stsep.data import decode, sampling, transforms
 from stsep.data.safe_decode import DecodeProcess
 
 __all__ = [
+    "DEFAULT_DECODE_FUNCTION",
     "NO_FLIP_DATASETS",
     "ClipConfig",
     "decode_clip",
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 # frame order: Something-Something V2 templates name directions ("from left
 # to right"), and the temporal probes must be decided by time alone.
 NO_FLIP_DATASETS = frozenset({"ssv2", "arrow", "speed", "demo"})
+
+# Frame reader that a DecodeProcess runs, as "module:name".
+DEFAULT_DECODE_FUNCTION = "stsep.data.decode:read_frames"
 
 
 def flip_allowed(dataset: str | None) -> bool:
@@ -104,7 +108,14 @@ class ClipConfig:
         return self.num_clips * self.num_crops
 
 
-def _read(row: Mapping, indices: np.ndarray, *, clip: ClipConfig, decoder: DecodeProcess | None) -> np.ndarray:
+def _read(
+    row: Mapping,
+    indices: np.ndarray,
+    *,
+    clip: ClipConfig,
+    decoder: DecodeProcess | None,
+    decode_function: str = DEFAULT_DECODE_FUNCTION,
+) -> np.ndarray:
     request = dict(
         path=str(row["path"]),
         indices=indices.tolist(),
@@ -116,7 +127,7 @@ def _read(row: Mapping, indices: np.ndarray, *, clip: ClipConfig, decoder: Decod
     if decoder is None:
         frames = decode.read_frames(**request)
     else:
-        frames = decoder.call("stsep.data.decode:read_frames", **request)
+        frames = decoder.call(decode_function, **request)
     # Without the stored size decord cannot resize while decoding.
     return transforms.resize_short_side(frames, short_side=clip.short_side)
 
@@ -128,6 +139,7 @@ def decode_views(
     training: bool,
     rng: np.random.Generator | None = None,
     decoder: DecodeProcess | None = None,
+    decode_function: str = DEFAULT_DECODE_FUNCTION,
 ) -> np.ndarray:
     """Decode the clips of one manifest row.
 
@@ -143,6 +155,7 @@ def decode_views(
         training: Training (one random view) or evaluation (all views).
         rng: Random generator, required when ``training``.
         decoder: Child process to decode in; None decodes in this process.
+        decode_function: Frame reader the decoder runs (``"module:name"``).
 
     Returns:
         uint8 ``[V, T, crop_size, crop_size, 3]`` with V = 1 in training.
@@ -154,7 +167,7 @@ def decode_views(
         if rng is None:
             raise ValueError("decode_views needs rng when training=True")
         indices = sampling.clip_indices(row, num_frames=clip.num_frames, training=True, rng=rng)
-        frames = _read(row, indices, clip=clip, decoder=decoder)  # [T, h, w, 3]
+        frames = _read(row, indices, clip=clip, decoder=decoder, decode_function=decode_function)  # [T, h, w, 3]
         frames = transforms.random_scale_crop(
             frames, crop_size=clip.crop_size, scale_range=clip.scale_range, rng=rng
         )
@@ -168,7 +181,8 @@ def decode_views(
         )
         for k in range(clip.num_clips)
     ]
-    frames = _read(row, np.concatenate(per_clip), clip=clip, decoder=decoder)  # [num_clips * T, h, w, 3]
+    all_indices = np.concatenate(per_clip)
+    frames = _read(row, all_indices, clip=clip, decoder=decoder, decode_function=decode_function)  # [num_clips * T, h, w, 3]
     views = []
     for k in range(clip.num_clips):
         clip_frames = frames[k * clip.num_frames : (k + 1) * clip.num_frames]

@@ -32,11 +32,11 @@ import ray.data
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from stsep.data.clips import ClipConfig, decode_views, flip_allowed
+from stsep.data.clips import DEFAULT_DECODE_FUNCTION, ClipConfig, decode_views, flip_allowed
 from stsep.data.decode import VideoUnreadableError
 from stsep.data.manifest import read_manifest, validate_manifest
 from stsep.data.safe_decode import DecodeProcess
-from stsep.data.skips import UnreadableFractionError, get_skip_counter, skip_counter_name
+from stsep.data.skips import SkipLog, get_skip_counter, skip_counter_name
 
 __all__ = ["ClipCollateFn", "ClipDecoder", "build_clip_dataset", "select_split"]
 
@@ -66,6 +66,8 @@ class ClipDecoder:
             the record in this object only (``self.skips``).
         split: Split name, for messages.
         total: Videos in the split, for the unreadable fraction.
+        decode_function: ``"module:name"`` of the frame reader run in the
+            decoding child, called like :func:`stsep.data.decode.read_frames`.
     """
 
     def __init__(
@@ -77,9 +79,8 @@ class ClipDecoder:
         counter: ray.actor.ActorHandle | None = None,
         split: str = "train",
         total: int = 0,
+        decode_function: str = DEFAULT_DECODE_FUNCTION,
     ) -> None:
-        from stsep.data.skips import SkipLog
-
         torch.set_num_threads(1)
         self.clip = clip
         self.training = training
@@ -87,12 +88,20 @@ class ClipDecoder:
         self.decoder = DecodeProcess(timeout_s=clip.decode_timeout_s)
         self.counter = counter
         self.skips = SkipLog(split=split, total=total, max_unreadable_fraction=clip.max_unreadable_fraction)
+        self.decode_function = decode_function
 
     def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         clips, labels, video_ids, views = [], [], [], []
         for row in batch.to_dict("records"):
             try:
-                decoded = decode_views(row, clip=self.clip, training=self.training, rng=self.rng, decoder=self.decoder)
+                decoded = decode_views(
+                    row,
+                    clip=self.clip,
+                    training=self.training,
+                    rng=self.rng,
+                    decoder=self.decoder,
+                    decode_function=self.decode_function,
+                )
             except VideoUnreadableError as error:
                 self._skip(error)
                 continue
@@ -206,6 +215,7 @@ def build_clip_dataset(
     limit_per_class: int | None = None,
     decoder_num_cpus: float = 1.0,
     skip_counter: str | None = None,
+    decode_function: str = DEFAULT_DECODE_FUNCTION,
 ) -> ray.data.Dataset:
     """Build the Ray Data pipeline of decoded clips for one split.
 
@@ -224,6 +234,8 @@ def build_clip_dataset(
             ``skip_counter_name(split)``. Read it with
             :func:`~stsep.data.skips.read_skip_report`. Give concurrent runs
             distinct names.
+        decode_function: ``"module:name"`` of the frame reader run in each
+            decoding child; the default reads with decord.
 
     Returns:
         A dataset of rows ``{"clip": uint8 [T, crop, crop, 3], "label":
@@ -277,7 +289,13 @@ def build_clip_dataset(
     return dataset.map_batches(
         ClipDecoder,
         fn_constructor_kwargs=dict(
-            clip=clip, training=training, seed=seed, counter=counter, split=split, total=len(rows)
+            clip=clip,
+            training=training,
+            seed=seed,
+            counter=counter,
+            split=split,
+            total=len(rows),
+            decode_function=decode_function,
         ),
         batch_size=_DECODE_BATCH_SIZE,
         batch_format="pandas",

@@ -24,6 +24,7 @@ __all__ = [
     "SkipLog",
     "SkipReport",
     "UnreadableFractionError",
+    "find_unreadable_fraction_error",
     "get_skip_counter",
     "read_skip_report",
     "skip_counter_name",
@@ -58,6 +59,40 @@ class UnreadableFractionError(RuntimeError):
             _rebuild_fraction_error,
             (self.split, self.count, self.total, self.limit, self.files),
         )
+
+
+def find_unreadable_fraction_error(
+    error: BaseException, *, skip_counter: str | ray.actor.ActorHandle | None = None
+) -> UnreadableFractionError | None:
+    """Return the :class:`UnreadableFractionError` behind an error from a clip pipeline.
+
+    Ray Data re-raises a decoder's exception as
+    ``RayTaskError(UserCodeException)`` (Ray 2.60) that keeps the message but
+    not the original object. This looks along ``cause``, ``__cause__`` and
+    ``__context__`` first and then, when ``skip_counter`` is given, asks the
+    split's skip counter whether its limit is exceeded.
+
+    Args:
+        error: The exception raised while iterating the dataset.
+        skip_counter: Name or handle of the split's :class:`SkipCounter`.
+
+    Returns:
+        The error, or None when the failure had another cause.
+    """
+    seen = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UnreadableFractionError):
+            return current
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    if skip_counter is None:
+        return None
+    counter = _counter(skip_counter)
+    return ray.get(counter.error.remote())
 
 
 def _rebuild_fraction_error(split, count, total, limit, files):
@@ -211,8 +246,10 @@ def read_skip_report(name_or_counter: str | ray.actor.ActorHandle) -> SkipReport
             unless ``build_clip_dataset`` was given another) or its handle.
             Works from any process of the Ray job, e.g. a Ray Train worker.
     """
+    return ray.get(_counter(name_or_counter).report.remote())
+
+
+def _counter(name_or_counter: str | ray.actor.ActorHandle) -> ray.actor.ActorHandle:
     if isinstance(name_or_counter, str):
-        counter = ray.get_actor(name_or_counter, namespace=SKIP_COUNTER_NAMESPACE)
-    else:
-        counter = name_or_counter
-    return ray.get(counter.report.remote())
+        return ray.get_actor(name_or_counter, namespace=SKIP_COUNTER_NAMESPACE)
+    return name_or_counter
