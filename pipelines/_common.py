@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -101,13 +102,29 @@ def worker_logging_hook() -> None:
         package_logger.propagate = False
 
 
-def init_ray(*, address: str | None, num_cpus: int | None) -> None:
+def init_ray(*, address: str | None, num_cpus: int | None, min_cpus: float = 1.0) -> None:
     """Start or join Ray, with `worker_logging_hook` in every worker.
 
     Inside a job submitted with ``ray job submit``, ``RAY_ADDRESS`` names the
     cluster and the job's runtime environment (working dir) is merged with
     the hook given here.
+
+    Args:
+        address: Cluster address, ``local`` for a new local instance, or None.
+        num_cpus: Logical CPUs of a new local instance.
+        min_cpus: Logical CPUs the run needs at once. A new local instance
+            without `num_cpus` gets at least this many, even above the
+            machine's core count, because Ray Data's decoding and shuffle
+            tasks are light next to training but each reserves its CPUs.
     """
+    if num_cpus is None:
+        cores = os.cpu_count() or 1
+        num_cpus = max(cores, math.ceil(min_cpus))
+        if num_cpus > cores:
+            logger.warning(
+                "Starting local Ray with %d logical CPUs on %d cores so that the trials, their training workers "
+                "and their decoders fit at once; pass --num-cpus to change it", num_cpus, cores,
+            )
     import ray
     from ray import cloudpickle
 

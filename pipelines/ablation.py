@@ -62,6 +62,19 @@ def latest_ablation(storage_path: str, prefix: str) -> str | None:
     return names[-1] if names else None
 
 
+def cpus_needed(config) -> float:
+    """Return the logical CPUs that `max_concurrent_trials` trials reserve at once, plus one for Ray Data tasks."""
+    from stsep.training.tuning import TRAINABLE_CPUS
+
+    resources, data = config.resources, config.data
+    per_trial = (
+        TRAINABLE_CPUS
+        + resources.num_workers * resources.cpus_per_worker
+        + 2 * data.decode_concurrency * data.decoder_cpus
+    )
+    return per_trial * (config.tune.max_concurrent_trials or 1) + 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return the exit status."""
     args = parse_args(argv)
@@ -80,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     if ablation_id is None:
         ablation_id = f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
 
+    from stsep.training.tuning import AblationContext, grid_points, load_ablation_config, run_grid, save_ablation_config
+
+    if args.resume:
+        stored = load_ablation_config(config.storage_path, ablation_id)
+        if stored is None:
+            config_error_exit(ConfigError(
+                f"--resume found no saved config of ablation {ablation_id} under {config.storage_path}; "
+                "check --name and storage_path"
+            ))
+        if args.overrides or args.smoke:
+            logger.warning("--resume continues %s with its saved config; --set and --smoke are ignored", ablation_id)
+        config = stored
+
     from stsep.tracking import TrackingUnavailableError, check_tracking_store, find_or_create_ablation_run
 
     try:
@@ -91,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     from stsep.analysis.report import ReportError
     from stsep.analysis.summary import log_ablation_summary
     from stsep.training.trainer import describe_manifest, prepare_data
-    from stsep.training.tuning import AblationContext, grid_points, run_grid
 
     started = time.monotonic()
-    init_ray(address=args.ray_address, num_cpus=args.num_cpus)
+    init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=cpus_needed(config))
     prepare_data(config)
+    if not args.resume:
+        save_ablation_config(config, ablation_id)
     data = describe_manifest(config)
     logger.info(
         "Dataset %s: %d train and %d %s videos, %d classes; manifest %s",

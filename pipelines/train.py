@@ -64,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     from stsep.training.recorder import TrialTracking
     from stsep.training.trainer import build_trainer, describe_manifest, prepare_data, trial_key
 
-    init_ray(address=args.ray_address, num_cpus=args.num_cpus)
+    resources, data_config = config.resources, config.data
+    min_cpus = (
+        resources.num_workers * resources.cpus_per_worker
+        + 2 * data_config.decode_concurrency * data_config.decoder_cpus
+        + 1
+    )
+    init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=min_cpus)
     started = time.monotonic()
     prepare_data(config)
     data = describe_manifest(config)

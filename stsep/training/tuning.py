@@ -21,7 +21,15 @@ from stsep.config import ExperimentConfig, config_from_dict
 from stsep.training.recorder import TrialTracking
 from stsep.training.trainer import DataSummary, build_trainer, storage_join, trial_key
 
-__all__ = ["AblationContext", "grid_points", "run_grid", "trial_trainable", "tune_path"]
+__all__ = [
+    "AblationContext",
+    "grid_points",
+    "load_ablation_config",
+    "run_grid",
+    "save_ablation_config",
+    "trial_trainable",
+    "tune_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +100,43 @@ def tune_path(config: ExperimentConfig, ablation_id: str) -> str:
     return storage_join(config.storage_path, ablation_id, "tune")
 
 
-def trial_trainable(trial_config: dict[str, Any]) -> None:
-    """Run one grid point: build its `TorchTrainer` and fit it (a Tune function trainable)."""
+def save_ablation_config(config: ExperimentConfig, ablation_id: str) -> str:
+    """Write the resolved config to ``<storage>/<ablation>/config.yaml``, which `--resume` reads back."""
+    import pyarrow.fs
+
+    path = storage_join(config.storage_path, ablation_id, "config.yaml")
+    filesystem, location = pyarrow.fs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
+    filesystem.create_dir(location.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(location) as stream:
+        stream.write(config.to_yaml().encode())
+    return path
+
+
+def load_ablation_config(storage_path: str, ablation_id: str) -> ExperimentConfig | None:
+    """Read the config saved by `save_ablation_config`, or None when the ablation has none."""
+    import pyarrow.fs
+    import yaml
+
+    path = storage_join(storage_path, ablation_id, "config.yaml")
+    filesystem, location = pyarrow.fs.FileSystem.from_uri(path if "://" in path else f"file://{path}")
+    if filesystem.get_file_info(location).type != pyarrow.fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(location) as stream:
+        return config_from_dict(yaml.safe_load(stream.read().decode()), resolve_paths=False)
+
+
+def trial_trainable(trial_config: dict[str, Any], *, ablation: dict[str, Any]) -> None:
+    """Run one grid point: build its `TorchTrainer` and fit it (a Tune function trainable).
+
+    Args:
+        trial_config: Tune's config of the trial, ``{"point": {"variant", "seed", "sweep"}}``.
+        ablation: `AblationContext.to_dict` output, shared by every trial.
+    """
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from stsep.tracking import find_or_create_trial_run
 
-    context = AblationContext.from_dict(trial_config["ablation"])
+    context = AblationContext.from_dict(ablation)
     point = trial_config["point"]
     variant, seed, sweep = point["variant"], int(point["seed"]), dict(point["sweep"])
     config = context.config.replace(sweep) if sweep else context.config
@@ -146,7 +184,9 @@ def run_grid(context: AblationContext, *, resume: bool) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     config = context.config
-    trainable = tune.with_resources(trial_trainable, {"cpu": TRAINABLE_CPUS})
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_trainable, ablation=context.to_dict()), {"cpu": TRAINABLE_CPUS}
+    )
     path = tune_path(config, context.ablation_id)
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -173,7 +213,7 @@ def run_grid(context: AblationContext, *, resume: bool) -> Any:
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"ablation": context.to_dict(), "point": tune.grid_search(points)},
+        param_space={"point": tune.grid_search(points)},
         tune_config=tune.TuneConfig(
             metric=config.tune.metric,
             mode=mode,
