@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -20,14 +21,14 @@ from mlflow.tracking import MlflowClient
 
 from stsep import build_model
 from stsep.config import load_config
-from stsep.data import ClipConfig, decode_clip, read_manifest, to_model_input, write_manifest
+from stsep.data import ClipConfig, UnreadableFractionError, decode_clip, read_manifest, to_model_input, write_manifest
 from stsep.evaluation.activation_maps import (
     compute_activation_maps,
     save_activation_maps,
     stage_spike_rate_map,
     temporal_branch_map,
 )
-from stsep.evaluation.batches import iter_view_batches
+from stsep.evaluation.batches import LocalSkips, iter_view_batches
 from stsep.evaluation.loading import load_trained_model
 from stsep.evaluation.metrics import (
     ViewSpec,
@@ -538,3 +539,25 @@ def test_ray_engine_matches_hand_average(tiny_data, hand_logits):
     assert sorted(report.result.video_ids) == sorted(hand)
     for video_id, row in zip(report.result.video_ids, report.result.scores):
         torch.testing.assert_close(torch.from_numpy(row), hand[video_id], rtol=1e-4, atol=1e-5)
+
+
+def test_local_engine_skips_unreadable(tiny_data, tmp_path, caplog):
+    manifest, _, _ = tiny_data
+    table = read_manifest(str(manifest))
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video")
+    first_test = table.index[table["split"] == "test"][0]
+    table.loc[first_test, "path"] = str(broken)
+    patched = tmp_path / "manifest.parquet"
+    write_manifest(table, str(patched))
+    skips = LocalSkips()
+    clip = replace(clip_config(parse_views("1x1")), max_unreadable_fraction=0.25)
+
+    batches = list(iter_view_batches(str(patched), split="test", clip=clip, batch_size=8, engine="local", skips=skips))
+
+    assert [path for path, _ in skips.skipped] == [str(broken)]
+    assert sum(len(batch["video_id"]) for batch in batches) == len(CLASS_NAMES) * VIDEOS_PER_CLASS_AND_SPLIT - 1
+    assert str(broken) in caplog.text
+    with pytest.raises(UnreadableFractionError, match="max_unreadable_fraction=0.2"):
+        list(iter_view_batches(str(patched), split="test", clip=replace(clip, max_unreadable_fraction=0.2),
+                               batch_size=8, engine="local"))

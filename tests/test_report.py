@@ -218,7 +218,8 @@ def test_report_pipeline_writes_and_logs(ablation, tmp_path):
     assert f"| ns2 | NNSS | 2 | {statistics.mean(TOP1['ns2']):.4f} ± {statistics.stdev(TOP1['ns2']):.4f} |" in markdown
     for name in ("stagewise", "stsep_temporal_state", "accuracy_vs_energy"):
         image = matplotlib.image.imread(output / f"{name}.png")
-        assert image.shape[0] > 200 and image.shape[1] > 300
+        assert image.shape[0] > 200
+        assert image.shape[1] > 300
     view_key = f"stsep-{runs.parent_run_id[:12]}"
     assert f"#/experiments/{runs.experiment_id}/runs?viewStateShareKey={view_key}" in result.stdout
     view = json.loads(client.get_experiment(runs.experiment_id).tags[f"mlflow.sharedViewState.{view_key}"])

@@ -1,4 +1,4 @@
-"""Retrieval: time pooling, cosine ranking and Recall@k against hand-worked answers."""
+"""Retrieval: time pooling, cosine ranking and Recall@k against values worked out by hand."""
 
 from __future__ import annotations
 

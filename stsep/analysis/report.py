@@ -254,16 +254,16 @@ def summary_markdown(summary: pd.DataFrame, *, title: str) -> str:
         ("firing_rate_mean", "mean firing rate", 4),
         ("energy_mj", "energy (mJ)", 4),
     ]
-    shown = [
+    visible_columns = [
         column
         for column in columns
         if column[2] is None or summary.get(f"{column[0]}_mean", pd.Series(dtype=float)).notna().any()
     ]
-    lines = [f"# {title}", "", "| " + " | ".join(header for _, header, _ in shown) + " |"]
-    lines.append("|" + "|".join(" --- " for _ in shown) + "|")
+    lines = [f"# {title}", "", "| " + " | ".join(header for _, header, _ in visible_columns) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in visible_columns) + "|")
     for _, row in summary.iterrows():
         cells = []
-        for key, _, digits in shown:
+        for key, _, digits in visible_columns:
             if digits is None:
                 cells.append(str(row[key]))
             elif key == "top1":
@@ -336,8 +336,8 @@ def share_comparison_view(client: MlflowClient, parent: Run, trials: Sequence[Ru
         The UI path to append to the tracking server's address, such as
         `#/experiments/1/runs?viewStateShareKey=stsep-0123456789ab`.
     """
-    # NOTE: the tag name and the JSON fields are the MLflow 3.17 UI's own format for shared
-    # views, which MLflow does not document; a later UI may ignore them, and the runs stay intact.
+    # NOTE: the tag name and the JSON fields follow the MLflow 3.17 UI's own, undocumented format
+    # for shared views. A later UI may ignore the tag, which leaves the runs intact.
     logged_params = set().union(*(run.data.params for run in trials))
     logged_metrics = set().union(*(run.data.metrics for run in trials))
     test_metrics = sorted(name for name in logged_metrics if name.startswith("test_top1_"))

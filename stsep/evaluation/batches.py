@@ -6,8 +6,9 @@ of every readable video (`num_clips x num_crops` per video).
 
 - `ray` builds the clip dataset of `stsep.data.build_clip_dataset`, so
   decoding runs in parallel actors across the cluster.
-- `local` decodes in this process with `stsep.data.decode_views`, which
-  needs no Ray and suits small checks.
+- `local` decodes with `stsep.data.decode_views` in one child process of
+  this one (with the same per-video time limit), which needs no Ray and suits
+  small checks.
 
 Unreadable videos are skipped with one warning each and counted. More than
 `clip.max_unreadable_fraction` of the split raises an error.
@@ -53,7 +54,7 @@ def iter_view_batches(
     Args:
         manifest: manifest table or path (local or s3://).
         split: `train`, `val` or `test`.
-        clip: a `stsep.data.ClipConfig`; its `num_clips` and `num_crops` set the views.
+        clip: a `stsep.data.ClipConfig`, whose `num_clips` and `num_crops` set the views.
         batch_size: views per batch.
         engine: `ray` or `local` (see the module docstring).
         limit_per_class: keep at most this many videos per class.
@@ -89,9 +90,17 @@ def _ray_batches(manifest, *, split, clip, batch_size, limit_per_class) -> Itera
 
 
 def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips: LocalSkips) -> Iterator[dict[str, object]]:
-    from stsep.data import VideoUnreadableError, decode_views, select_split
+    from stsep.data import DecodeProcess, VideoUnreadableError, decode_views, select_split
 
     rows = select_split(manifest, split=split, limit_per_class=limit_per_class)
+    # A child process with a time limit per video, so a file that hangs or crashes the decoder costs one video.
+    with DecodeProcess(timeout_s=clip.decode_timeout_s) as decoder:
+        yield from _decode_rows(rows, split=split, clip=clip, batch_size=batch_size, skips=skips, decoder=decoder)
+
+
+def _decode_rows(rows: pd.DataFrame, *, split, clip, batch_size, skips: LocalSkips, decoder) -> Iterator[dict[str, object]]:
+    from stsep.data import UnreadableFractionError, VideoUnreadableError, decode_views
+
     max_skipped = int(clip.max_unreadable_fraction * len(rows))
     pending: dict[str, list] = {"clip": [], "label": [], "video_id": [], "view": []}
 
@@ -100,7 +109,7 @@ def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips:
             skips.skipped.append((row["path"], row["error"] or "unreadable when the manifest was prepared"))
         else:
             try:
-                views = decode_views(row, clip=clip, training=False)  # [V, T, H, W, 3]
+                views = decode_views(row, clip=clip, training=False, decoder=decoder)  # [V, T, H, W, 3]
             except VideoUnreadableError as error:
                 logger.warning("skipping unreadable video %s: %s", row["path"], error)
                 skips.skipped.append((row["path"], str(error)))
@@ -112,9 +121,9 @@ def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips:
                     pending["video_id"].append(str(row["video_id"]))
                     pending["view"].append(view_index)
         if len(skips.skipped) > max_skipped:
-            raise RuntimeError(
-                f"{len(skips.skipped)} of {len(rows)} videos in split {split!r} are unreadable, more than "
-                f"max_unreadable_fraction={clip.max_unreadable_fraction}; first: {skips.skipped[0][0]}"
+            raise UnreadableFractionError(
+                split=split, count=len(skips.skipped), total=len(rows), limit=clip.max_unreadable_fraction,
+                files=tuple(path for path, _ in skips.skipped),
             )
         while len(pending["clip"]) >= batch_size:
             yield _take(pending, batch_size)

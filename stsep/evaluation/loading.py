@@ -134,7 +134,7 @@ def load_trained_model(
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise ValueError(
-            f"checkpoint {source} lacks {missing}; evaluation needs a checkpoint written by stsep training "
+            f"checkpoint {source} is missing {missing}; evaluation needs a checkpoint written by stsep training "
             f"with keys {list(REQUIRED_KEYS)}"
         )
 

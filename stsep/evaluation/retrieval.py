@@ -67,7 +67,7 @@ def recall_at_k(
         query_labels: `[Q]`.
         gallery_features: `[G, D]` (train videos).
         gallery_labels: `[G]`.
-        ks: cut-offs; a k above `G` uses the whole gallery.
+        ks: cut-offs. A k above `G` uses the whole gallery.
 
     Returns:
         `{k: recall}` with values in [0, 1].

@@ -59,8 +59,8 @@ class EvaluationSettings:
 
     Attributes:
         views: clips x crops per video.
-        split: split to evaluate; None takes `test` when the manifest has it, else `val`.
-        manifest: manifest path or URI; None takes the checkpoint config's manifest.
+        split: split to evaluate. None takes `test` when the manifest has it, else `val`.
+        manifest: manifest path or URI. None takes the checkpoint config's manifest.
         aggregation: `logits` (mean of logits over views) or `softmax` (mean of probabilities).
         batch_size: views per forward pass.
         engine: `ray` (Ray Data decoding) or `local` (in-process decoding).
@@ -167,7 +167,7 @@ def clip_config_for(loaded: LoadedCheckpoint, views: ViewSpec):
 
 
 def evaluate_checkpoint(loaded: LoadedCheckpoint, settings: EvaluationSettings) -> EvaluationReport:
-    """Evaluate `loaded` on its manifest's evaluation split as `settings` say."""
+    """Evaluate `loaded` on the evaluation split of its manifest with the given `settings`."""
     from stsep.data import read_manifest, to_model_input
     from stsep.profile import record_firing_rates
 
@@ -187,6 +187,7 @@ def evaluate_checkpoint(loaded: LoadedCheckpoint, settings: EvaluationSettings) 
         manifest, split=split, clip=clip, batch_size=settings.batch_size, engine=settings.engine,
         limit_per_class=settings.limit_per_class, skips=skips,
     )
+    # NOTE: the model runs in this process on one device. Only decoding is spread over the cluster.
     with record_firing_rates(model) as recorder:
         view_logits = collect_view_logits(
             model, batches, to_input=to_model_input, device=settings.device, with_features=settings.retrieval
