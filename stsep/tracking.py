@@ -252,7 +252,7 @@ def sanitize_params(params: Mapping[str, Any]) -> dict[str, str]:
         key = INVALID_KEY_CHARACTERS.sub("_", key)
         if len(key) > MAX_PARAM_KEY_LENGTH:
             digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-            key = f"{key[: MAX_PARAM_KEY_LENGTH - 9]}~{digest}"
+            key = f"{key[: MAX_PARAM_KEY_LENGTH - 9]}-{digest}"
         text = redact(_param_text(value))
         if len(text) > MAX_PARAM_VALUE_LENGTH:
             text = text[: MAX_PARAM_VALUE_LENGTH - 3] + "..."
