@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import sys
 from pathlib import Path
+
+from _common import configure_logging, init_ray
 
 from stsep.config import resolve_tracking_uri
 from stsep.evaluation.batches import ENGINES
@@ -40,37 +43,96 @@ DEFAULT_OUTPUT = Path("evaluation")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint path, s3:// URI, runs:/<run_id> or run id")
-    parser.add_argument("--views", default=None, help="clips x crops per video, such as 1x1 or 4x3 (default: the checkpoint config's)")
-    parser.add_argument("--aggregation", choices=VIEW_AGGREGATIONS, default="logits", help="average logits (default) or softmax probabilities over views")
-    parser.add_argument("--split", choices=("test", "val"), default=None, help="split to evaluate (default: test if the manifest has it, else val)")
-    parser.add_argument("--manifest", action="append", default=None, help="manifest path or URI, once per checkpoint (default: the checkpoint config's)")
-    parser.add_argument("--all-splits", action="store_true", help="three checkpoints of UCF101 or HMDB51 splits 1, 2, 3: also report the mean")
-    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
-    parser.add_argument("--engine", choices=ENGINES, default="ray", help="decode with Ray Data (default) or in this process")
+    parser.add_argument(
+        "checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint path, s3:// URI, runs:/<run_id> or run id"
+    )
+
+    # Protocol.
+    parser.add_argument(
+        "--views", default=None,
+        help="clips x crops per video, such as 1x1 or 4x3 (default: the checkpoint config's)",
+    )
+    parser.add_argument(
+        "--aggregation", choices=VIEW_AGGREGATIONS, default="logits",
+        help="average logits (default) or softmax probabilities over the views of a video",
+    )
+    parser.add_argument(
+        "--split", choices=("test", "val"), default=None,
+        help="split to evaluate (default: test if the manifest has it, else val)",
+    )
+    parser.add_argument(
+        "--manifest", action="append", default=None,
+        help="manifest path or URI, once per checkpoint (default: the checkpoint config's)",
+    )
+    parser.add_argument(
+        "--all-splits", action="store_true",
+        help="three checkpoints of UCF101 or HMDB51 splits 1, 2, 3: also report the mean over splits",
+    )
     parser.add_argument("--limit-per-class", type=int, default=None, help="evaluate at most this many videos per class")
-    parser.add_argument("--retrieval", action="store_true", help="also compute Recall@1/5/10/20 of test videos against train videos")
-    parser.add_argument("--profile", action="store_true", help="also log firing rates, synaptic operations and estimated energy per clip")
+
+    # Extra evidence.
+    parser.add_argument(
+        "--retrieval", action="store_true", help="also compute Recall@1/5/10/20 of test videos against train videos"
+    )
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="also log firing rates, synaptic operations and estimated energy per clip",
+    )
     parser.add_argument("--activation-maps", action="store_true", help="also draw per-frame activation maps of --stage")
-    parser.add_argument("--compare", default=None, metavar="CHECKPOINT", help="second checkpoint shown beside the first in the activation maps")
-    parser.add_argument("--stage", type=int, choices=(1, 2, 3, 4), default=3, help="stage whose activation maps are drawn")
-    parser.add_argument("--videos", nargs="+", default=None, metavar="VIDEO_ID", help="videos for the activation maps (default: the first video of the first classes)")
-    parser.add_argument("--num-videos", type=int, default=2, help="videos for the activation maps when --videos is not given")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
-    parser.add_argument("--run-id", default=None, help="MLflow run to log to (default: the checkpoint's run); one checkpoint only")
+    parser.add_argument(
+        "--compare", default=None, metavar="CHECKPOINT",
+        help="second checkpoint drawn beside the first in the activation maps",
+    )
+    parser.add_argument(
+        "--stage", type=int, choices=(1, 2, 3, 4), default=3, help="stage whose activation maps are drawn"
+    )
+    parser.add_argument(
+        "--videos", nargs="+", default=None, metavar="VIDEO_ID",
+        help="videos for the activation maps (default: the first video of each of the first --num-videos classes)",
+    )
+    parser.add_argument(
+        "--num-videos", type=int, default=2, help="videos for the activation maps when --videos is not given"
+    )
+
+    # Execution.
+    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="ray", help="decode with Ray Data (default) or in a local child process"
+    )
+    parser.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster to join for --engine ray; 'local' starts a new local instance "
+        "(default: RAY_ADDRESS, else join or start a local instance)",
+    )
+    parser.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs of a newly started local Ray instance (default: this machine's)"
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+    # Output.
+    parser.add_argument(
+        "--tracking-uri", default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
+    parser.add_argument(
+        "--run-id", default=None, help="MLflow run to log to, for a single checkpoint (default: the checkpoint's run)"
+    )
     parser.add_argument("--no-log", action="store_true", help="do not log to MLflow")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="directory for the result files")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject inconsistent options with a message naming the fix."""
     if args.manifest is not None and len(args.manifest) != len(args.checkpoints):
-        raise ValueError(f"got {len(args.manifest)} --manifest values for {len(args.checkpoints)} checkpoints; give one per checkpoint or none")
+        raise ValueError(
+            f"got {len(args.manifest)} --manifest values for {len(args.checkpoints)} checkpoints; "
+            "give one per checkpoint or none"
+        )
     if args.all_splits and len(args.checkpoints) != 3:
         raise ValueError(f"--all-splits needs three checkpoints (splits 1, 2, 3), got {len(args.checkpoints)}")
     if args.run_id is not None and len(args.checkpoints) != 1:
@@ -134,21 +196,27 @@ def draw_activation_maps(loaded, compare, report, args, output_dir: Path) -> lis
 
     models = {loaded.variant: loaded.model}
     if compare is not None:
-        label = compare.variant if compare.variant != loaded.variant else f"{compare.variant} ({compare.run_id or 'compare'})"
+        label = compare.variant
+        if label == loaded.variant:
+            label = f"{compare.variant} ({compare.run_id or 'compare'})"
         models[label] = compare.model
     clip = clip_config_for(loaded, ViewSpec(num_clips=1, num_crops=1))
     rows = activation_map_videos(report.manifest, split=report.split, video_ids=args.videos, count=args.num_videos)
     paths = []
     for row in rows.to_dict("records"):
         frames = decode_clip(row, clip=clip, training=False)  # [T, H, W, 3]
-        maps = compute_activation_maps(models, frames, stage=args.stage, to_input=to_model_input, video_id=str(row["video_id"]))
-        paths.append(save_activation_maps(maps, output_dir / f"stage{args.stage}_{row['video_id']}.png"))
+        maps = compute_activation_maps(
+            models, frames, stage=args.stage, to_input=to_model_input, video_id=str(row["video_id"])
+        )
+        # Video ids may contain path separators (probe windows such as "clip@0-16/forward").
+        file_stem = re.sub(r"[^A-Za-z0-9_.@-]+", "_", str(row["video_id"]))
+        paths.append(save_activation_maps(maps, output_dir / f"stage{args.stage}_{file_stem}.png"))
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         check_args(args)
     except ValueError as error:
@@ -164,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     try:
-        loaded_checkpoints = [load_trained_model(source, tracking_uri=tracking_uri, device=device) for source in args.checkpoints]
+        loaded_checkpoints = [
+            load_trained_model(source, tracking_uri=tracking_uri, device=device) for source in args.checkpoints
+        ]
         compare = load_trained_model(args.compare, tracking_uri=tracking_uri, device=device) if args.compare else None
         if args.all_splits:
             check_three_splits(loaded_checkpoints)
@@ -172,10 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    if args.engine == "ray":
+        init_ray(address=args.ray_address, num_cpus=args.num_cpus)
     client = None if args.no_log else MlflowClient(tracking_uri=tracking_uri)
     reports = []
     for index, loaded in enumerate(loaded_checkpoints):
-        views = parse_views(args.views) if args.views else parse_views(f"{loaded.config.data.num_clips}x{loaded.config.data.num_crops}")
+        data = loaded.config.data
+        views = parse_views(args.views or f"{data.num_clips}x{data.num_crops}")
         settings = EvaluationSettings(
             views=views, split=args.split, manifest=args.manifest[index] if args.manifest else None,
             aggregation=args.aggregation, batch_size=args.batch_size, engine=args.engine,

@@ -5,10 +5,10 @@ Reads the ablation's parent run (the latest one of the experiment unless
 with one row per variant (seeds, top-1 mean and std over seeds, top-5,
 recall@1, mean firing rate, energy where logged), `trials.csv` with one row
 per trial, and three plots: `stagewise.png`, `stsep_temporal_state.png` and
-`accuracy_vs_energy.png`. The files are logged to the parent run under
-`report/` unless `--no-log` is given, together with a view of the MLflow runs
-table that lists the trials with their variant params and metrics, and the
-table and the view's address are printed.
+`accuracy_vs_energy.png`. Unless `--no-log` is given, the files are logged to
+the parent run under `report/`, and a view of the MLflow runs table that lists
+the trials with their variant params and metrics is stored. The table and the
+view's address are printed.
 
     python pipelines/report.py --experiment stsep-demo
     python pipelines/report.py --experiment ucf101-ablation --tracking-uri http://127.0.0.1:5000 --output reports/ucf101
@@ -24,6 +24,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from _common import configure_logging
 from stsep.analysis.report import (
     ReportError,
     find_parent_run,
@@ -40,6 +41,7 @@ logger = logging.getLogger("stsep.pipelines.report")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment name of the ablation")
     parser.add_argument(
@@ -57,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
 

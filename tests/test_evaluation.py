@@ -432,7 +432,7 @@ def test_activation_maps_two_models(tiny_data, tmp_path):
     path = save_activation_maps(maps, tmp_path / "maps.png")
 
     assert list(maps.maps) == [
-        "vanilla: stage 3 spike rate", "stsep-s34-state: stage 3 spike rate", "stsep-s34-state: stage 3 temporal branch",
+        "vanilla: stage 3 spike rate", "stsep-s34-state: stage 3 mean output", "stsep-s34-state: stage 3 temporal branch",
     ]
     assert all(values.shape == (NUM_FRAMES, CROP_SIZE, CROP_SIZE) for values in maps.maps.values())
     image = matplotlib.image.imread(path)
@@ -443,6 +443,9 @@ def test_activation_maps_two_models(tiny_data, tmp_path):
 
 
 def load_evaluate_entry_point():
+    # The entry points import their shared helpers from the pipelines directory.
+    if str(REPO_ROOT / "pipelines") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "pipelines"))
     spec = importlib.util.spec_from_file_location("evaluate_entry_point", REPO_ROOT / "pipelines" / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

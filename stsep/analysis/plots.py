@@ -129,7 +129,8 @@ def plot_temporal_state(summary: pd.DataFrame) -> Figure:
     stage_sets = sorted(stsep["stsep_stages"].unique(), key=lambda digits: (len(digits), digits))
     width = 0.38
     positions = np.arange(len(stage_sets))
-    for offset, (state, label) in zip((-width / 2, width / 2), (("state", "stateful (LIF)"), ("nostate", "stateless (NSN)"))):
+    branches = (("state", "stateful (LIF)"), ("nostate", "stateless (NSN)"))
+    for offset, (state, label) in zip((-width / 2, width / 2), branches):
         heights, errors = [], []
         for stage_set in stage_sets:
             match = stsep[(stsep["stsep_stages"] == stage_set) & (stsep["temporal_state"] == state)]

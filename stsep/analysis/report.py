@@ -78,7 +78,8 @@ def find_parent_run(client: MlflowClient, *, experiment_name: str, parent_run_id
     if experiment is None:
         names = sorted(exp.name for exp in client.search_experiments(max_results=50))
         raise ReportError(
-            f"experiment {experiment_name!r} not found at the tracking URI; existing experiments: {', '.join(names) or 'none'}"
+            f"experiment {experiment_name!r} not found at the tracking URI; "
+            f"existing experiments: {', '.join(names) or 'none'}"
         )
     if parent_run_id is not None:
         run = client.get_run(parent_run_id)

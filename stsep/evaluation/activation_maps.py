@@ -1,10 +1,12 @@
 """Per-frame activation maps of a stage, overlaid on the input frames.
 
-For a clip, the output of a stage `[T, B, C, h, w]` (SEW spike sums) is
-averaged over channels, giving one spike-rate map per time step. The maps
-are upsampled bilinearly to the frame size and drawn over the frames, one row
-per model, so two runs (for example `vanilla` and an STSep variant) can be
-compared frame by frame.
+For a clip, the output of a stage `[T, B, C, h, w]` is averaged over
+channels, giving one map per time step. For a plain stage the output is the
+SEW sum of spikes, so the map is a spike rate. An STSep stage also adds
+`lambda` times its analog temporal branch, so its map is a mean output that
+can dip below zero. The maps are upsampled bilinearly to the frame size and
+drawn over the frames, one row per model, so two runs (for example `vanilla`
+and an STSep variant) can be compared frame by frame.
 
 An STSep block's temporal branch outputs BN activations, not spikes, computed
 from the frame difference `D[t] = X[t] - X[t-1]` of its input spikes. Its map
@@ -122,7 +124,7 @@ class ActivationMaps:
         video_id: the video the clip came from.
         frames: uint8 `[T, H, W, 3]`.
         maps: row title -> float `[T, H, W]` at frame resolution.
-        kinds: row title -> "spikes" (stage spike rate) or "temporal" (temporal-branch activation).
+        kinds: row title -> "spikes" (stage output) or "temporal" (temporal-branch response).
     """
 
     video_id: str
@@ -158,7 +160,9 @@ def compute_activation_maps(
     for label, model in models.items():
         device = next(model.parameters()).device
         clip_input = to_input(torch.as_tensor(clip)[None].to(device))  # [1, T, 3, H, W]
-        title = f"{label}: stage {stage} spike rate"
+        # An STSep stage adds the analog temporal branch to its spikes, so its output is no spike rate.
+        is_stsep_stage = any(hasattr(block, "temporal") for block in model.stages[stage - 1])
+        title = f"{label}: stage {stage} {'mean output' if is_stsep_stage else 'spike rate'}"
         maps[title] = _upsample(stage_spike_rate_map(model, clip_input, stage=stage).cpu(), size)
         kinds[title] = "spikes"
         if temporal:
@@ -170,28 +174,35 @@ def compute_activation_maps(
     return ActivationMaps(video_id=video_id, frames=clip, maps=maps, kinds=kinds)
 
 
+def _color_range(rows: list[np.ndarray]) -> tuple[float, float]:
+    """Return a colour range that spans the values and 0, never empty."""
+    low = min([0.0, *(float(values.min()) for values in rows)])
+    high = max([0.0, *(float(values.max()) for values in rows)])
+    return low, high if high > low else low + 1.0
+
+
 def plot_activation_maps(maps: ActivationMaps) -> Figure:
     """Draw the frames (top row) and each map over them (one row per map, one column per time step).
 
-    Spike-rate rows share one colour scale, so the two models compare
-    directly. Each temporal-branch row is scaled to its own maximum.
+    Stage rows share one colour scale, so the two models compare directly.
+    Each temporal-branch row is scaled to its own maximum.
     """
     num_steps = maps.frames.shape[0]
     rows = 1 + len(maps.maps)
     figure = Figure(figsize=(1.6 * num_steps + 1.0, 1.9 * rows + 0.4))
     grid = figure.subplots(rows, num_steps, squeeze=False)
     spike_rows = [values for title, values in maps.maps.items() if maps.kinds[title] == "spikes"]
-    spike_max = max((float(values.max()) for values in spike_rows), default=1.0) or 1.0
+    spike_range = _color_range(spike_rows)
 
     for step in range(num_steps):
         grid[0, step].imshow(maps.frames[step])
         grid[0, step].set_title(f"t = {step}", fontsize="small")
     grid[0, 0].set_ylabel("frames", fontsize="small")
     for row, (title, values) in enumerate(maps.maps.items(), start=1):
-        vmax = spike_max if maps.kinds[title] == "spikes" else (float(values.max()) or 1.0)
+        vmin, vmax = spike_range if maps.kinds[title] == "spikes" else _color_range([values])
         for step in range(num_steps):
             grid[row, step].imshow(maps.frames[step])
-            image = grid[row, step].imshow(values[step], cmap="inferno", alpha=OVERLAY_ALPHA, vmin=0.0, vmax=vmax)
+            image = grid[row, step].imshow(values[step], cmap="inferno", alpha=OVERLAY_ALPHA, vmin=vmin, vmax=vmax)
         # The row title sits above the row's first frame, because a y-label is too narrow for it.
         grid[row, 0].annotate(
             title, xy=(0.0, 1.04), xycoords="axes fraction", ha="left", va="bottom", fontsize="small"

@@ -103,8 +103,9 @@ def resolve_checkpoint_source(
         )
     except (MlflowException, OSError) as error:
         raise FileNotFoundError(
-            f"could not download artifact {artifact_path!r} of run {run_id} from {tracking_uri or 'the default tracking URI'}: "
-            f"{error}. Check the run id and --tracking-uri, or pass a checkpoint path"
+            f"could not download artifact {artifact_path!r} of run {run_id} from "
+            f"{tracking_uri or 'the default tracking URI'}: {error}. "
+            "Check the run id and --tracking-uri, or pass a checkpoint path"
         ) from error
     logger.info("downloaded %s of run %s to %s", artifact_path, run_id, local)
     return local, run_id

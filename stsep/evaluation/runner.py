@@ -267,7 +267,8 @@ def write_evaluation_artifacts(report: EvaluationReport, directory: Path) -> lis
         }
     ).to_csv(directory / "predictions.csv", index=False)
 
-    figure = plot_confusion_matrix(report.result.confusion, names, title=f"{report.variant}, {report.split} {report.views.label}")
+    title = f"{report.variant}, {report.split} {report.views.label}"
+    figure = plot_confusion_matrix(report.result.confusion, names, title=title)
     figure.savefig(directory / "confusion_matrix.png", dpi=100, bbox_inches="tight")
     figure.clear()
 
