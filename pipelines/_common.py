@@ -1,9 +1,9 @@
 """Shared command-line helpers of the training entry points.
 
 Argument parsing for ``--config``, ``--set`` and ``--smoke``, logging setup
-for the driver and for every Ray worker, starting or joining Ray, and the
-exit code convention: an invalid configuration exits with status 2 and one
-line on stderr, before any Ray work starts.
+for the driver and for every Ray worker, and starting or joining Ray. An
+invalid configuration exits with status 2 and one line on stderr, before any
+Ray work starts.
 """
 
 from __future__ import annotations

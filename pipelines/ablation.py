@@ -8,7 +8,7 @@
 
 The manifest is prepared once and cached on the storage path. Each trial
 trains one `TorchTrainer` and logs to an MLflow child run named
-``<variant>-seed<seed>`` under the ablation's parent run; when the grid ends,
+``<variant>-seed<seed>`` under the ablation's parent run. When the grid ends,
 the parent run gets ``summary.csv``, ``summary.md`` and ``ablation_plot.png``.
 Exit status: 0 when every trial finished, 1 when a trial failed or the
 tracking store is unreachable, 2 for an invalid configuration (before Ray starts).

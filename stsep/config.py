@@ -1,10 +1,10 @@
 """Experiment configuration: presets, overrides and validation.
 
 A configuration is a YAML preset (``stsep/presets/<name>.yaml`` or a path to
-a YAML file) read into frozen dataclasses, with ``--set key=value`` overrides
-on dotted keys (``train.epochs=3``, values parsed as YAML scalars or lists)
-and an optional smoke mode that shrinks any preset to a run of a few minutes
-on two CPU cores. Every invalid key or value raises `ConfigError` with one line
+a YAML file) read into frozen dataclasses. ``--set key=value`` overrides take
+dotted keys (``train.epochs=3``) and parse values as YAML scalars or lists.
+An optional smoke mode shrinks any preset to a run of a few minutes on two
+CPU cores. Every invalid key or value raises `ConfigError` with one line
 that names the key, the value and what is allowed, so entry points can stop
 before any Ray work starts.
 
@@ -62,7 +62,7 @@ RESET_MODES: Final[tuple[str, ...]] = ("hard", "soft")
 FUSIONS: Final[tuple[str, ...]] = ("add", "gate")
 DEPTHS: Final[tuple[int, ...]] = (18, 34)
 
-# What `--smoke` sets on top of any preset: a few minutes on two CPU cores.
+# Settings `--smoke` applies on top of any preset: a few minutes on two CPU cores.
 SMOKE_OVERRIDES: Final[dict[str, Any]] = {
     "data.num_frames": 4,
     "data.crop_size": 32,
@@ -97,7 +97,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the clips come from and how they are sampled.
+    """Clip source and sampling settings.
 
     Attributes:
         dataset: Dataset layout, one of `DATASETS`.
@@ -238,7 +238,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """How Ray Tune runs the grid.
+    """Ray Tune settings of the grid.
 
     Attributes:
         scheduler: ``fifo`` (every trial trained fully) or ``asha``.

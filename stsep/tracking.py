@@ -1,6 +1,6 @@
 """MLflow tracking for ablations: parent and child runs, retries and buffering.
 
-One MLflow experiment holds the ablations of one configuration name. Each
+One MLflow experiment contains the ablations of one configuration name. Each
 ablation gets a parent run (tag ``stsep.role = ablation``) and each trial a
 child run (tag ``stsep.role = trial``, run name ``<variant>-seed<seed>``).
 Runs are found again by their tags, so a resumed ablation or a restarted
@@ -182,7 +182,7 @@ def call_with_retry(
 def check_tracking_store(tracking_uri: str, *, timeout_s: float = 10.0) -> None:
     """Fail at once when the tracking store cannot be reached.
 
-    For an HTTP server, ``GET /health`` must answer within `timeout_s`. For a
+    For an HTTP server, ``GET /health`` must respond within `timeout_s`. For a
     SQLite store, the database's directory must be writable.
 
     Raises:
@@ -197,7 +197,7 @@ def check_tracking_store(tracking_uri: str, *, timeout_s: float = 10.0) -> None:
         except urllib.error.HTTPError as error:
             if error.code >= 500:
                 raise TrackingUnavailableError(
-                    f"MLflow tracking server {shown} answered /health with HTTP {error.code}"
+                    f"MLflow tracking server {shown} returned HTTP {error.code} for /health"
                 ) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout) as error:
             raise TrackingUnavailableError(
@@ -239,9 +239,9 @@ def flatten_params(config: Mapping[str, Any], *, prefix: str = "") -> dict[str, 
 def sanitize_params(params: Mapping[str, Any]) -> dict[str, str]:
     """Make params safe to log: no secrets, valid keys, values within MLflow's limits.
 
-    Keys that look like secrets are dropped; URL credentials in values are
-    removed; keys longer than `MAX_PARAM_KEY_LENGTH` are cut and given a hash
-    suffix so they stay distinct; values longer than `MAX_PARAM_VALUE_LENGTH`
+    Keys that look like secrets are dropped, and URL credentials in values are
+    removed. Keys longer than `MAX_PARAM_KEY_LENGTH` are cut and given a hash
+    suffix so they stay distinct. Values longer than `MAX_PARAM_VALUE_LENGTH`
     are cut and end in ``...``.
     """
     clean: dict[str, str] = {}
@@ -387,7 +387,7 @@ class RunLogger:
     """Writes to one MLflow run, retrying transient failures and buffering metrics.
 
     Metrics that cannot be written (the tracking server is down) stay in a
-    buffer and go out with the next call or with `flush`; one warning is
+    buffer and go out with the next call or with `flush`. One warning is
     logged per outage. Params already present on the run are skipped, so a
     resumed run can log its params again.
     """

@@ -1,12 +1,14 @@
 """The summary an ablation's parent run gets when its grid ends.
 
-From the ablation's child runs in MLflow: one row per variant with the mean
-and sample standard deviation over seeds of each trial's best validation
-top-1, the mean top-5, the seeds and the epochs trained, written as
-``summary.csv`` and ``summary.md``, and the stage-wise ablation plot
-``ablation_plot.png`` (drawn without pyplot, so no GUI backend is needed: top-1 against the number of non-stateful stages, NS
-and rNS lines sharing the vanilla and fully non-stateful points, seed
-standard deviations as error bars, STSep variants as horizontal markers).
+The table is built from the ablation's child runs in MLflow. It has one row
+per variant with the mean and sample standard deviation over seeds of each
+trial's best validation top-1, the mean top-5, the seeds and the epochs
+trained, written as ``summary.csv`` and ``summary.md``. The stage-wise
+ablation plot ``ablation_plot.png`` shows top-1 against the number of
+non-stateful stages: NS and rNS lines share the vanilla and fully
+non-stateful points, seed standard deviations are error bars, and STSep
+variants are horizontal markers. It is drawn without pyplot, so no GUI
+backend is needed.
 """
 
 from __future__ import annotations

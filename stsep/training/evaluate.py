@@ -3,9 +3,9 @@
 Every worker runs its shard of the validation split through the unwrapped
 model (no DDP collective inside the loop, so shards of different sizes are
 fine), then the workers exchange per-video logit sums with one all-gather.
-Views of one video (clips x crops) may land on different workers; summing
-them after the gather gives the multi-view average of each video before
-top-1 and top-5 are computed. Loss and firing rates are all-reduced as sums.
+Views of one video (clips x crops) may land on different workers, so the
+views are summed after the gather, which gives the multi-view average of
+each video before top-1 and top-5 are computed. Loss and firing rates are all-reduced as sums.
 """
 
 from __future__ import annotations

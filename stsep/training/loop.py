@@ -8,8 +8,8 @@ up ``ray.train.get_checkpoint()`` and continues with the next epoch.
 
 Step parity: DDP hangs when one worker runs a step that another does not.
 ``streaming_split(equal=True)`` gives workers equal row counts, but not
-always equal batch counts, so each step starts with an all-reduce of "has a
-batch" over the workers and the epoch ends for all of them as soon as one
+always equal batch counts. So each step starts with an all-reduce of "has a
+batch" over the workers, and the epoch ends for all of them as soon as one
 runs out, after at most ``steps_per_epoch`` steps. Leftover batches are
 drained without training so the next epoch starts on a clean split.
 """

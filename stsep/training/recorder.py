@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrialTracking:
-    """Where a trial logs: the MLflow store, experiment, parent run and the trial's tags.
+    """MLflow coordinates of a trial: the store, experiment, parent run and the trial's tags.
 
     Attributes:
         tracking_uri: Absolute tracking URI.

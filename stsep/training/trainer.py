@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataSummary:
-    """What the trials need to know about the prepared manifest.
+    """Summary of the prepared manifest that every trial needs.
 
     Attributes:
         manifest_path: Manifest location (local path or ``s3://`` URI).

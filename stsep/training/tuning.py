@@ -34,13 +34,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # NOTE: the trainable only waits on its TorchTrainer, whose workers and decoders
-# reserve their own CPUs, so it asks for a quarter CPU (Tune rejects zero).
+# reserve their own CPUs, so it reserves a quarter CPU (Tune rejects zero).
 TRAINABLE_CPUS = 0.25
 
 
 @dataclass(frozen=True)
 class AblationContext:
-    """What every trial of one ablation shares.
+    """Settings shared by every trial of one ablation.
 
     Attributes:
         config: The resolved base config.
