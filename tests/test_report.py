@@ -86,6 +86,7 @@ def create_ablation_runs(client: MlflowClient, experiment_name: str) -> Ablation
                 metrics.append(Metric("energy_mj", ENERGY_MJ[variant][seed], 0, 0))
             if variant == "vanilla":
                 metrics.append(Metric("recall_at_1", 0.3 + 0.1 * seed, 0, 0))
+                metrics.append(Metric("test_top1_4x3", top1 + 0.05, 0, 0))
             client.log_batch(
                 run.info.run_id,
                 metrics=metrics,
@@ -149,6 +150,8 @@ def test_summary_params_and_optional_metrics(summary):
     assert row(frame, "ns2")["energy_mj_mean"] == pytest.approx(1.6)
     assert pd.isna(row(frame, "ns1")["energy_mj_mean"])
     assert row(frame, "vanilla")["recall_at_1_mean"] == pytest.approx(0.35)
+    assert row(frame, "vanilla")["test_top1_4x3_mean"] == pytest.approx(statistics.mean(TOP1["vanilla"]) + 0.05)
+    assert pd.isna(row(frame, "ns1")["test_top1_4x3_mean"])
 
 
 def test_stagewise_plot_values(summary):
@@ -215,6 +218,8 @@ def test_report_pipeline_writes_and_logs(ablation, tmp_path):
         assert table.loc[variant, "top1_mean"] == pytest.approx(statistics.mean(values))
         assert table.loc[variant, "top1_std"] == pytest.approx(statistics.stdev(values))
     markdown = (output / "report.md").read_text()
+    assert "| test top-1 4x3 mean |" in markdown
+    assert f"| {statistics.mean(TOP1['vanilla']) + 0.05:.4f} |" in markdown
     assert f"| ns2 | NNSS | 2 | {statistics.mean(TOP1['ns2']):.4f} ± {statistics.stdev(TOP1['ns2']):.4f} |" in markdown
     for name in ("stagewise", "stsep_temporal_state", "accuracy_vs_energy"):
         image = matplotlib.image.imread(output / f"{name}.png")
