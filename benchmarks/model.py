@@ -1,9 +1,9 @@
 """Benchmark a training step per model variant against SpikingJelly's SEW-ResNet-18.
 
-One SGD step (forward, cross-entropy, backward, update) on a batch of clips
-``[B, T, 3, H, W]`` at depth 18, for the variants ``vanilla``, ``ns4``,
-``rns2``, ``stsep-s1234-state`` and ``stsep-s1234-nostate`` and for
-SpikingJelly 2.0's ``sew_resnet18(cnf="ADD", spiking_neuron=LIFNode)`` in
+Times one SGD step (forward, cross-entropy, backward, update) on a batch of
+clips ``[B, T, 3, H, W]`` at depth 18. The variants are ``vanilla``, ``ns4``,
+``rns2``, ``stsep-s1234-state`` and ``stsep-s1234-nostate``, and the reference
+is SpikingJelly 2.0's ``sew_resnet18(cnf="ADD", spiking_neuron=LIFNode)`` in
 multi-step mode (the same network as ``vanilla``: tau 2, ATan, detached
 reset). Step times are measured in one process with the configurations
 interleaved. Peak resident memory (``VmHWM``) is measured with one process

@@ -8,9 +8,9 @@ Times one forward and backward pass over an input ``[T, B, C, H, W]`` for:
 - ``spikingjelly LIFNode``: SpikingJelly 2.0, multi-step, ATan surrogate,
   ``detach_reset=True`` (the same neuron as ``stsep LIF``);
 - ``memory floor``: copying the bytes a fused LIF must move, measured in the
-  same run: forward reads X and writes spikes and H, backward reads H and the
-  spike gradient and writes the input gradient (preallocated buffers, so no
-  allocation or page faults are included).
+  same run. Forward reads X and writes spikes and H. Backward reads H and the
+  spike gradient and writes the input gradient. The buffers are preallocated,
+  so no allocation or page fault is included.
 
 Usage: ``python benchmarks/neurons.py [--quick]``. :func:`run` returns the
 rows for aggregation.

@@ -11,12 +11,12 @@
 - :func:`summarize_variants` and ``python -m stsep.profile``: a table of
   parameters, operations and energy per model variant.
 
-The energy model is the one commonly used for SNNs (e.g. by Dong, Yu, Ding,
-Xu, Huang 2025, "Unleashing Temporal Capacity of Spiking Neural Networks
-through Spatiotemporal Separation"): a layer whose input is a real value
-costs one MAC per connection, a layer whose input is a spike costs one
-accumulate (AC) per connection per spike, so its SOPs are its MACs times the
-firing rate of its input.
+The energy model is the one commonly used for SNNs, for instance in Dong, Yu,
+Ding, Xu, Huang 2025, "Unleashing Temporal Capacity of Spiking Neural Networks
+through Spatiotemporal Separation". A layer whose input is a real value costs
+one MAC per connection. A layer whose input is a spike costs one accumulate
+(AC) per connection per spike, so its SOPs are its MACs times the firing rate
+of its input.
 """
 
 from __future__ import annotations

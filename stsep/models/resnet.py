@@ -7,8 +7,8 @@ blocks (conv3x3-BN-neuron-conv3x3-BN-neuron, output = block + shortcut), global
 average pooling, a linear classifier on each time step and logits averaged
 over time steps. Frames enter the stem as analog input (no rate encoding).
 
-Each stage's neurons are LIF or non-stateful as its :class:`VariantSpec` says,
-and STSep stages use :class:`~stsep.models.stsep_block.STSepBlock`.
+Each stage's neurons are LIF or non-stateful as its :class:`VariantSpec`
+specifies, and STSep stages use :class:`~stsep.models.stsep_block.STSepBlock`.
 Convolutions, BN and pooling run on ``[T * B, C, H, W]``; only LIF neurons
 loop over time steps.
 """
