@@ -11,7 +11,8 @@ trains one `TorchTrainer` and logs to an MLflow child run named
 ``<variant>-seed<seed>`` under the ablation's parent run. When the grid ends,
 the parent run gets ``summary.csv``, ``summary.md`` and ``ablation_plot.png``.
 Exit status: 0 when every trial finished, 1 when a trial failed or the
-tracking store is unreachable, 2 for an invalid configuration (before Ray starts).
+tracking store is unreachable, 2 for an invalid configuration (before Ray
+starts), 130 when the ablation was stopped (Ctrl-C) before its grid ended.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from datetime import datetime, timezone
 from _common import add_config_arguments, config_error_exit, configure_logging, init_ray, load_config_from_args
 
 logger = logging.getLogger("stsep.pipelines.ablation")
+
+# The shell's status for a run stopped with Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,6 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = [result for result in results if result.error is not None]
     for result in failed:
         logger.error("Trial at %s failed: %s", result.path, str(result.error).splitlines()[0])
+    finished = results.num_terminated + results.num_errors
+    if finished < len(grid_points(config)):
+        # Tune returns normally after Ctrl-C, with the unfinished trials saved.
+        parent.finish("KILLED")
+        logger.warning(
+            "Ablation %s stopped with %d of %d trials done; continue it with --resume --name %s",
+            ablation_id, finished, len(grid_points(config)), ablation_id,
+        )
+        return EXIT_INTERRUPTED
 
     try:
         summary = log_ablation_summary(

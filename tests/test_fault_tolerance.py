@@ -49,25 +49,27 @@ def test_killed_worker_group_resumes_from_checkpoint(tmp_path):
     assert checkpoints, "no checkpoint was kept"
 
 
-def _wait_for_finished_trial(client_uri: str, process: subprocess.Popen, *, timeout_s: float) -> str:
+def _wait_for_second_trial(client_uri: str, process: subprocess.Popen, *, timeout_s: float) -> str:
+    """Wait until one trial run is finished and the next one has started; return the finished run's id.
+
+    With one trial at a time, the second run appears only after Tune has
+    recorded the first trial as terminated.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the ablation exited with {process.returncode} before any trial finished")
+            raise AssertionError(f"the ablation exited with {process.returncode} before the second trial started")
         try:
             client = MlflowClient(client_uri)
             experiment = client.get_experiment_by_name("stsep-demo")
-            if experiment is not None:
-                finished = client.search_runs(
-                    [experiment.experiment_id],
-                    filter_string="tags.`stsep.role` = 'trial' and attributes.status = 'FINISHED'",
-                )
-                if finished:
-                    return finished[0].info.run_id
+            runs = [] if experiment is None else _trial_runs(client, "stsep-demo")
         except Exception:  # The store may be mid-migration on the first poll.
-            pass
+            runs = []
+        finished = [run.info.run_id for run in runs if run.info.status == "FINISHED"]
+        if len(runs) == 2 and len(finished) == 1:
+            return finished[0]
         time.sleep(2)
-    raise AssertionError(f"no trial finished within {timeout_s:.0f} s")
+    raise AssertionError(f"the second trial did not start within {timeout_s:.0f} s")
 
 
 def test_interrupted_ablation_resumes_unfinished_trials(tmp_path):
@@ -84,7 +86,7 @@ def test_interrupted_ablation_resumes_unfinished_trials(tmp_path):
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(arguments, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        finished_run = _wait_for_finished_trial(uri, first, timeout_s=300)
+        finished_run = _wait_for_second_trial(uri, first, timeout_s=400)
         first.send_signal(signal.SIGINT)
         first.wait(timeout=120)
     finally:
@@ -99,6 +101,7 @@ def test_interrupted_ablation_resumes_unfinished_trials(tmp_path):
         cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri},
     )
 
+    assert first.returncode == 130, (tmp_path / "first.log").read_text()[-3000:]
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert list(runs_after_interrupt.values()).count("FINISHED") == 1, runs_after_interrupt
     client = MlflowClient(uri)
