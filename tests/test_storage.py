@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -25,8 +27,10 @@ from tests.plugins.servers import FAKE_AWS_ENV, _stop, free_port, wait_for_http
 
 SECRET = FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"]
 
-# A wrong endpoint or a missing bucket must fail the preflight in seconds.
-PREFLIGHT_FAILURE_DEADLINE_S = 15.0
+# A failing preflight must end well before botocore's defaults would give up
+# on a silent endpoint (60 s read timeout, several attempts). The margin
+# covers a 2-core CI machine under load, where a missing bucket once took 16 s.
+PREFLIGHT_FAILURE_DEADLINE_S = 45.0
 
 
 @pytest.fixture(autouse=True)
@@ -366,6 +370,46 @@ def test_preflight_wrong_endpoint(caplog):
     assert "cannot reach the endpoint" in str(excinfo.value)
     assert elapsed < PREFLIGHT_FAILURE_DEADLINE_S
     assert SECRET not in caplog.text
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A loopback server that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    connections = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connections.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in connections:
+            connection.close()
+        server.close()
+
+
+def test_preflight_silent_endpoint_times_out(silent_endpoint):
+    settings = S3Settings(endpoint_url=silent_endpoint, region="us-east-1")
+
+    start = time.monotonic()
+    with pytest.raises(StoragePreflightError) as excinfo:
+        storage.preflight(["s3://any-bucket/runs"], settings)
+    elapsed = time.monotonic() - start
+
+    _assert_one_line_failure(excinfo.value, client="boto3", bucket="any-bucket")
+    assert "timeout" in str(excinfo.value).lower()
+    assert elapsed < PREFLIGHT_FAILURE_DEADLINE_S
 
 
 def test_preflight_mlflow_endpoint_mismatch(mlflow_s3_env, s3_bucket, monkeypatch):

@@ -65,7 +65,7 @@ def boto3_client(
     if read_timeout_s is not None:
         options["read_timeout"] = read_timeout_s
     if max_attempts is not None:
-        options["retries"] = {"mode": "standard", "max_attempts": max_attempts}
+        options["retries"] = {"mode": "standard", "total_max_attempts": max_attempts}
     session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
     return session.client("s3", endpoint_url=settings.endpoint_url, config=Config(**options))
 

@@ -111,6 +111,9 @@ class _Check:
         self.relative_dir = f"{_PROBE_DIR}/{self.token}"
         self.key = "/".join(part for part in (self.prefix, self.relative_dir, "probe.txt") if part)
         self.payload = f"stsep storage preflight {self.token}\n".encode()
+        # boto3 writes first, so until its write succeeds no client has left
+        # anything to clean up, and the endpoint may not answer at all.
+        self.written = False
 
     def fail(self, client: str, action: str, error: BaseException | str) -> StoragePreflightError:
         reason = error if isinstance(error, str) else _reason(error)
@@ -140,6 +143,7 @@ def _check_boto3(check: _Check, *, read_only: bool) -> None:
             return
         action = "write"
         client.put_object(Bucket=check.bucket, Key=check.key, Body=check.payload)
+        check.written = True
         action = "read"
         body = client.get_object(Bucket=check.bucket, Key=check.key)["Body"].read()
         if body != check.payload:
@@ -245,8 +249,6 @@ def _cleanup(check: _Check) -> Iterator[None]:
     pyarrow leaves an empty directory marker when it deletes the probe, and a
     failed check may stop between its write and its delete.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     failed = False
     try:
         yield
@@ -254,19 +256,26 @@ def _cleanup(check: _Check) -> Iterator[None]:
         failed = True
         raise
     finally:
-        prefix = "/".join(part for part in (check.prefix, check.relative_dir) if part) + "/"
-        try:
-            client = boto3_client(check.settings, connect_timeout_s=1.0, read_timeout_s=5.0, max_attempts=1)
-            listing = client.list_objects_v2(Bucket=check.bucket, Prefix=prefix)
-            for item in listing.get("Contents", []):
-                client.delete_object(Bucket=check.bucket, Key=item["Key"])
-        except (BotoCoreError, ClientError) as error:
-            # After a failure the preflight error is what the caller needs,
-            # so only a leftover after a passing check gets a warning.
-            if not failed:
-                logger.warning(
-                    "Storage preflight could not delete s3://%s/%s: %s", check.bucket, prefix, _one_line(str(error))
-                )
+        if check.written:
+            _delete_probes(check, failed=failed)
+
+
+def _delete_probes(check: _Check, *, failed: bool) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix = "/".join(part for part in (check.prefix, check.relative_dir) if part) + "/"
+    try:
+        client = boto3_client(check.settings, connect_timeout_s=1.0, read_timeout_s=5.0, max_attempts=1)
+        listing = client.list_objects_v2(Bucket=check.bucket, Prefix=prefix)
+        for item in listing.get("Contents", []):
+            client.delete_object(Bucket=check.bucket, Key=item["Key"])
+    except (BotoCoreError, ClientError) as error:
+        # After a failure the preflight error is what the caller needs, so
+        # only a leftover after a passing check gets a warning.
+        if not failed:
+            logger.warning(
+                "Storage preflight could not delete s3://%s/%s: %s", check.bucket, prefix, _one_line(str(error))
+            )
 
 
 def preflight(
