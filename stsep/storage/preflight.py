@@ -155,6 +155,9 @@ def _check_boto3(check: _Check, *, read_only: bool) -> None:
 
 
 def _check_pyarrow(check: _Check, *, read_only: bool) -> None:
+    # NOTE: pyarrow ignores request_timeout on Linux, so a store that accepted
+    # pyarrow's connection and never answered would block here. boto3 checks
+    # the same endpoint first with a read timeout, which catches a silent store.
     try:
         filesystem = pyarrow_filesystem(
             check.settings, connect_timeout_s=_CONNECT_TIMEOUT_S, max_attempts=_MAX_ATTEMPTS
