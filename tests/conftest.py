@@ -4,5 +4,5 @@ pytest_plugins = ["tests.plugins.servers", "tests.plugins.videos"]
 
 
 def pytest_collection_modifyitems(config, items):
-    """Move autoscaler tests to the end: their cluster runs `ray stop --force`."""
+    """Run the autoscaler tests last, so their fake multi-node cluster has the machine to itself."""
     items.sort(key=lambda item: item.get_closest_marker("autoscaler") is not None)
