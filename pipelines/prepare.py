@@ -4,7 +4,7 @@
     python pipelines/prepare.py --dataset ssv2 --root s3://datasets/ssv2 --output s3://datasets/manifests/ssv2.parquet
     python pipelines/prepare.py --dataset demo --output manifests/demo.parquet
 
-``--root`` may be a local folder or an ``s3://bucket/prefix``; the S3
+``--root`` may be a local folder or an ``s3://bucket/prefix``, and the S3
 endpoint comes from ``AWS_ENDPOINT_URL`` when it is set. Probing runs on Ray
 Data: the command joins the cluster in ``RAY_ADDRESS`` or starts a local
 one. Exit status: 0 on success, 2 for invalid arguments or a missing

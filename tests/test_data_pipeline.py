@@ -1,8 +1,8 @@
 """Tests of the Ray Data clip pipeline and of manifest preparation, on a real local Ray instance.
 
-One Ray instance serves the whole module (starting one costs 5-10 s here);
-the loopback S3 server starts first, so Ray workers inherit its endpoint and
-fake credentials.
+One Ray instance serves the whole module, because starting one costs 5-10 s
+on a 2-core machine. The loopback S3 server starts first, so Ray workers
+inherit its endpoint and fake credentials.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def bad_rows(tmp_path_factory, good_rows) -> dict[str, tuple[dict, str]]:
     for kind, reason in [("hang", "timeout"), ("crash", "crash")]:
         path = write_video(root / f"{kind}.mp4", numbered_frames(FRAMES))
         rows[kind] = (_row(kind, str(path), 1), reason)
-    # A 24-frame video whose manifest row claims 40 frames: sampling asks for frames past the end.
+    # A 24-frame video whose manifest row claims 40 frames, so sampling requests frames past the end.
     rows["past_end"] = (_row("past_end", good_rows[0]["path"], 1, num_frames=40), "index_out_of_range")
     return rows
 

@@ -45,7 +45,8 @@ def test_eval_segments_are_centres_and_clip_offsets():
 def test_short_span_repeats_frames():
     indices = segment_indices(start_frame=0, end_frame=3, num_frames=8, training=False)
 
-    assert indices.min() >= 0 and indices.max() <= 2
+    assert indices.min() >= 0
+    assert indices.max() <= 2
     assert sorted(indices.tolist()) == indices.tolist()
 
 
@@ -55,7 +56,8 @@ def test_stride_sampling_spacing():
         indices = stride_indices(start_frame=8, end_frame=40, num_frames=8, speed=speed, training=True, rng=rng)
 
         assert np.all(np.diff(indices) == speed)
-        assert indices[0] >= 8 and indices[-1] < 40
+        assert indices[0] >= 8
+        assert indices[-1] < 40
 
 
 def test_stride_sampling_rejects_short_span():

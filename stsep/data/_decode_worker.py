@@ -51,8 +51,8 @@ def _register_bare_package() -> None:
     # NOTE: ``stsep/__init__.py`` imports the models and so torch, which
     # costs seconds and hundreds of MB per decoding child (and per restart
     # after a timeout). Decoding needs none of it, so the child registers the
-    # package without running its ``__init__``; code run here must import
-    # from submodules (``stsep.data.decode``), not from ``stsep`` itself.
+    # package without running its ``__init__``. Code run here must therefore
+    # import from submodules (``stsep.data.decode``), not from ``stsep``.
     spec = importlib.util.find_spec("stsep")
     if spec is None or "stsep" in sys.modules:
         return
@@ -64,7 +64,7 @@ def _register_bare_package() -> None:
 
 
 def serve(request_fd: int, response_fd: int) -> None:
-    """Answer requests until the request pipe closes."""
+    """Run requests and send replies until the request pipe closes."""
     functions = {}
     while True:
         header = _read_exactly(request_fd, _HEADER.size)
@@ -88,7 +88,7 @@ def serve(request_fd: int, response_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    # The script's own folder comes first on sys.path; drop it so that the
+    # The script's own folder comes first on sys.path. Dropping it means the
     # modules beside this file are imported only as ``stsep.data.*``.
     if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
         sys.path.pop(0)

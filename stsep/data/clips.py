@@ -45,7 +45,7 @@ def flip_allowed(dataset: str | None) -> bool:
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """How clips are sampled, decoded and cropped.
+    """Clip sampling, decoding and cropping settings.
 
     Attributes:
         num_frames: Frames per clip, T (one per time step of the model).
@@ -146,7 +146,7 @@ def decode_views(
     Training yields one clip: random segment frames, a scale-jittered random
     crop and, when allowed, a random flip. Evaluation yields
     ``clip.num_views`` clips, ordered ``view = clip_index * num_crops +
-    crop_index``; all their frames are decoded in one pass.
+    crop_index``, and all their frames are decoded in one pass.
 
     Args:
         row: Manifest row (``path``, ``start_frame``, ``end_frame``, ``speed``,

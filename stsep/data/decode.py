@@ -2,7 +2,7 @@
 
 Videos are opened from a local path or, for ``s3://`` URIs, from the bytes
 read through pyarrow's filesystem (``io.BytesIO``). Only the requested frame
-indices are decoded (``VideoReader.get_batch``); the whole video never is.
+indices are decoded (``VideoReader.get_batch``), never the whole video.
 Frames come back as uint8 ``[N, H, W, 3]`` RGB.
 
 Everything here runs in the calling process. Decoding damaged files can hang
@@ -59,7 +59,7 @@ class VideoUnreadableError(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What probing found in one video.
+    """Probe result of one video.
 
     Attributes:
         num_frames: Frames the decoder can return, counted up to the last
@@ -83,6 +83,8 @@ def _decord():
     # encoder), and most importers of this package never decode.
     import decord
 
+    # Silences FFmpeg's own messages. decord still prints one line of its own
+    # ("ERROR opening: ...") for each file it fails to open.
     decord.logging.set_level(decord.logging.QUIET)
     return decord
 
@@ -136,8 +138,9 @@ _RESIZE_REJECTED = "DECORDArrayCopyFromTo"
 
 # Fresh readers tried before a frame or clip counts as undecodable. decord
 # decodes on a thread that reads ahead, so in a file with a damaged packet
-# any request can fail now and then (a few percent of fresh readers for the
-# test fixture's cut-off AVI), while the damaged frame itself always fails.
+# any request can fail now and then. With the test fixture's cut-off AVI, a
+# few percent of fresh readers failed such frames, while the damaged frame
+# itself failed every time.
 _DECODE_ATTEMPTS = 3
 
 
@@ -153,11 +156,11 @@ def _read_frame(source: str | bytes, index: int, *, path: str) -> np.ndarray | N
 
 
 def probe_video(path: str) -> VideoInfo:
-    """Count the frames a video really holds and read its fps and size.
+    """Count the frames a video really contains and read its fps and size.
 
-    Containers can declare more frames than they hold: an AVI cut off in
+    Containers can declare more frames than they contain. An AVI cut off in
     the middle of a frame still lists that frame, for example. The last
-    declared frame is decoded; when it fails, a binary search finds the last
+    declared frame is decoded, and when it fails, a binary search finds the last
     frame that decodes (assuming frames decode up to a point and fail after
     it, as in a cut-off file).
 
@@ -221,10 +224,11 @@ def read_frames(
     Args:
         path: Local path or ``s3://`` URI.
         indices: Frame indices, any order, repeats allowed.
-        short_side: Resize so the shorter side has this many pixels; None
-            keeps the stored size. decord resizes during decoding when the
-            stored ``width`` and ``height`` are given; otherwise the caller
-            resizes the returned frames.
+        short_side: Resize so the shorter side has this many pixels, or None
+            to keep the stored size. decord resizes during decoding when the
+            stored ``width`` and ``height`` are given. Otherwise, and when
+            decord rejects the size, the frames come back at the stored size
+            and the caller resizes them.
         width: Stored frame width in pixels, 0 when unknown.
         height: Stored frame height in pixels, 0 when unknown.
         num_threads: Decoder threads.
@@ -262,8 +266,8 @@ def read_frames(
         except (RuntimeError, IndexError, decord.DECORDError) as error:
             if out_width > 0 and _RESIZE_REJECTED in str(error):
                 # decord 0.6.0 fails to resize to some sizes (48 x 48 from
-                # 96 x 96, for one); decode at the stored size instead and
-                # leave resizing to the caller.
+                # 96 x 96, for one). Decode at the stored size instead, and
+                # the caller resizes.
                 out_width = out_height = -1
                 continue
             attempt += 1

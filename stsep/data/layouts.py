@@ -137,8 +137,8 @@ _HMDB51_TAGS = {"1": "train", "2": "test"}  # "0": not used in this split
 def read_hmdb51(root: str, *, split: int) -> pd.DataFrame:
     """Read HMDB51 split ``split`` (1, 2 or 3).
 
-    Classes are the names in the split file names, sorted alphabetically;
-    tag 1 marks a training video, 2 a test video and 0 a video the split
+    Classes are the names in the split file names, sorted alphabetically.
+    Tag 1 marks a training video, 2 a test video and 0 a video the split
     leaves out.
 
     Args:
@@ -285,8 +285,8 @@ def read_folder(root: str, *, val_fraction: float = 0.2) -> pd.DataFrame:
         val_fraction: Expected fraction of each class in ``val``.
 
     Raises:
-        ValueError: When the root is missing or holds no class folders with
-            videos.
+        ValueError: When the root is missing or contains no class folders
+            with videos.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -326,9 +326,9 @@ def read_video_list(path: str) -> pd.DataFrame:
     """Read a user-written list of videos (CSV or Parquet).
 
     Needs the columns ``path``, ``split`` and ``label`` or ``label_name``
-    (or both). ``video_id`` defaults to the file name without extension;
-    a missing ``label`` is the index of ``label_name`` in sorted order, a
-    missing ``label_name`` the label as text. Relative paths are taken
+    (or both). ``video_id`` defaults to the file name without extension. A
+    missing ``label`` becomes the index of ``label_name`` in sorted order,
+    and a missing ``label_name`` becomes the label as text. Relative paths are taken
     relative to the list's folder. Other manifest columns (``num_frames``,
     ``start_frame`` ...) are kept.
 

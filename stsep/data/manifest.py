@@ -174,7 +174,7 @@ def read_manifest(path: str) -> pd.DataFrame:
         path: Local path or ``s3://`` URI of a Parquet file.
 
     Returns:
-        The validated manifest; ``attrs["dataset"]`` holds the dataset name
+        The validated manifest, with the dataset name in ``attrs["dataset"]``
         when the file records one.
 
     Raises:
@@ -204,7 +204,7 @@ def write_manifest(df: pd.DataFrame, path: str, *, dataset: str | None = None) -
     Args:
         df: Manifest table.
         path: Local path or ``s3://`` URI of the Parquet file.
-        dataset: Dataset name stored in the file's metadata; defaults to
+        dataset: Dataset name stored in the file's metadata. None keeps
             ``df.attrs["dataset"]`` when set.
     """
     out = validate_manifest(df, source="manifest to write")

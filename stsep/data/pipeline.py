@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 # Rows handed to one decoder call: small enough that the first batches of an
 # epoch arrive quickly, large enough to amortize Ray's per-batch overhead
 # next to decode times of tens of milliseconds per clip.
-_DECODE_BATCH_SIZE = 4
+_DECODE_BATCH_SIZE = 8
 
 _ROW_COLUMNS = ["video_id", "path", "label", "start_frame", "end_frame", "reverse", "speed", "width", "height"]
 
@@ -59,7 +59,7 @@ class ClipDecoder:
     Args:
         clip: Clip settings.
         training: One random view per row (True) or all evaluation views.
-        seed: Base seed; each actor seeds its generator with
+        seed: Base seed. Each actor seeds its generator with
             ``(seed, process id)``, so training clips differ between actors
             and epochs, but runs are not bit-for-bit reproducible.
         counter: Handle of the split's :class:`SkipCounter` actor; None keeps
@@ -90,9 +90,11 @@ class ClipDecoder:
         self.skips = SkipLog(split=split, total=total, max_unreadable_fraction=clip.max_unreadable_fraction)
         self.decode_function = decode_function
 
-    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         clips, labels, video_ids, views = [], [], [], []
-        for row in batch.to_dict("records"):
+        num_rows = len(batch["video_id"])
+        for index in range(num_rows):
+            row = {name: column[index] for name, column in batch.items()}
             try:
                 decoded = decode_views(
                     row,
@@ -145,10 +147,10 @@ class ClipDecoder:
 class ClipCollateFn(NumpyBatchCollateFn):
     """Collate clip batches for ``iter_torch_batches(collate_fn=ClipCollateFn())``.
 
-    The output holds ``clip`` as a uint8 tensor ``[B, T, H, W, 3]``,
+    The output contains ``clip`` as a uint8 tensor ``[B, T, H, W, 3]``,
     ``label`` and ``view`` as int64 tensors ``[B]``, and ``video_id`` as a
-    list of B strings. Tensors stay on the CPU; move them to the training
-    device in the loop.
+    list of B strings. Tensors stay on the CPU, and the training loop moves
+    them to its device.
     """
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor | list[str]]:
@@ -230,7 +232,7 @@ def build_clip_dataset(
         decode_concurrency: Decoder actors.
         limit_per_class: Keep at most this many videos per class.
         decoder_num_cpus: CPUs Ray reserves for each decoder actor.
-        skip_counter: Actor name of the split's skip counter; defaults to
+        skip_counter: Actor name of the split's skip counter, by default
             ``skip_counter_name(split)``. Read it with
             :func:`~stsep.data.skips.read_skip_report`. Give concurrent runs
             distinct names.
@@ -298,7 +300,7 @@ def build_clip_dataset(
             decode_function=decode_function,
         ),
         batch_size=_DECODE_BATCH_SIZE,
-        batch_format="pandas",
+        batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=decode_concurrency),
         num_cpus=decoder_num_cpus,
     )

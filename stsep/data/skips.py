@@ -68,9 +68,9 @@ def find_unreadable_fraction_error(
 
     Ray Data re-raises a decoder's exception as
     ``RayTaskError(UserCodeException)`` (Ray 2.60) that keeps the message but
-    not the original object. This looks along ``cause``, ``__cause__`` and
-    ``__context__`` first and then, when ``skip_counter`` is given, asks the
-    split's skip counter whether its limit is exceeded.
+    not the original object. This function follows ``cause``, ``__cause__``
+    and ``__context__`` first. When that finds nothing and ``skip_counter`` is
+    given, it queries the split's skip counter for an exceeded limit.
 
     Args:
         error: The exception raised while iterating the dataset.
@@ -108,7 +108,7 @@ class SkipReport:
         total: Videos in the split.
         files: Unreadable video paths, sorted.
         reasons: Reason per file (``missing``, ``timeout`` ...), same order.
-        skipped_clips: Clips dropped so far; a file skipped in several
+        skipped_clips: Clips dropped so far. A file skipped in several
             epochs or views counts each time.
     """
 

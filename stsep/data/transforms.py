@@ -62,7 +62,7 @@ def random_scale_crop(
     """Crop a random square with scale jitter and resize it to ``crop_size``.
 
     The square's side is ``s * min(H, W)`` with ``s`` uniform in
-    ``scale_range``; its position is uniform over the frame. Every frame of
+    ``scale_range``, and its position is uniform over the frame. Every frame of
     the clip gets the same crop.
 
     Args:
@@ -86,7 +86,7 @@ def random_scale_crop(
 def spatial_crop(frames: np.ndarray, *, crop_size: int, crop_index: int = 0, num_crops: int = 1) -> np.ndarray:
     """Take crop ``crop_index`` of ``num_crops`` squares along the long side.
 
-    One crop is the centre; three are left, centre, right (top, centre,
+    One crop is the centre, and three are left, centre, right (top, centre,
     bottom for portrait frames), evenly spaced in general.
 
     Args:
