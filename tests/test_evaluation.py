@@ -28,7 +28,7 @@ from stsep.evaluation.activation_maps import (
     stage_spike_rate_map,
     temporal_branch_map,
 )
-from stsep.evaluation.batches import LocalSkips, iter_view_batches
+from stsep.evaluation.batches import Skips, iter_view_batches
 from stsep.evaluation.loading import load_trained_model
 from stsep.evaluation.metrics import (
     ViewSpec,
@@ -539,6 +539,7 @@ def test_ray_engine_matches_hand_average(tiny_data, hand_logits):
         ray.shutdown()
 
     hand = hand_logits["2x2"]
+    assert report.unreadable == ()
     assert sorted(report.result.video_ids) == sorted(hand)
     for video_id, row in zip(report.result.video_ids, report.result.scores):
         torch.testing.assert_close(torch.from_numpy(row), hand[video_id], rtol=1e-4, atol=1e-5)
@@ -553,7 +554,7 @@ def test_local_engine_skips_unreadable(tiny_data, tmp_path, caplog):
     table.loc[first_test, "path"] = str(broken)
     patched = tmp_path / "manifest.parquet"
     write_manifest(table, str(patched))
-    skips = LocalSkips()
+    skips = Skips()
     clip = replace(clip_config(parse_views("1x1")), max_unreadable_fraction=0.25)
 
     batches = list(iter_view_batches(str(patched), split="test", clip=clip, batch_size=8, engine="local", skips=skips))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -253,14 +254,23 @@ def test_report_picks_latest_parent(ablation):
         client.delete_run(newer.info.run_id)
 
 
-def test_report_pipeline_unknown_experiment(ablation):
+def test_report_pipeline_unknown_experiment(ablation, capsys):
     uri, _, _ = ablation
+    entry_point = load_report_entry_point()
 
-    result = subprocess.run(
-        [sys.executable, "pipelines/report.py", "--experiment", "no-such-ablation", "--tracking-uri", uri, "--no-log"],
-        cwd=REPO_ROOT, env=PIPELINE_ENV, capture_output=True, text=True, timeout=180,
-    )
+    status = entry_point.main(["--experiment", "no-such-ablation", "--tracking-uri", uri, "--no-log"])
 
-    assert result.returncode == 2
-    assert "'no-such-ablation' not found" in result.stderr
-    assert "report-test" in result.stderr
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "'no-such-ablation' not found" in error
+    assert "report-test" in error
+
+
+def load_report_entry_point():
+    # The entry points import their shared helpers from the pipelines directory.
+    if str(REPO_ROOT / "pipelines") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "pipelines"))
+    spec = importlib.util.spec_from_file_location("report_entry_point", REPO_ROOT / "pipelines" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -23,6 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "REPORT_PLOTS",
@@ -168,6 +169,9 @@ def plot_accuracy_vs_energy(summary: pd.DataFrame) -> Figure:
             "no energy_mj metric logged;\nrun pipelines/evaluate.py --profile on the trials",
             ha="center", va="center", transform=axes.transAxes,
         )
+    # Few ticks in scientific notation, so close energies of tiny models stay readable.
+    axes.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    axes.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3), useOffset=False)
     axes.set_xlabel("estimated energy per clip (mJ)")
     axes.set_ylabel("top-1 (mean over seeds)")
     axes.set_title("Accuracy against estimated energy")

@@ -239,8 +239,8 @@ def summarize_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _format(value: float, digits: int) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def _format(value: float, spec: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def summary_markdown(summary: pd.DataFrame, *, title: str) -> str:
@@ -249,16 +249,17 @@ def summary_markdown(summary: pd.DataFrame, *, title: str) -> str:
         ("variant", "variant", None),
         ("stage_map", "stage map", None),
         ("seeds", "seeds", None),
-        ("top1", "top-1 mean ± std", 4),
-        ("top5", "top-5 mean", 4),
+        ("top1", "top-1 mean ± std", ".4f"),
+        ("top5", "top-5 mean", ".4f"),
         *[
-            (name[: -len("_mean")], f"test top-1 {name[len('test_top1_'):-len('_mean')]} mean", 4)
+            (name[: -len("_mean")], f"test top-1 {name[len('test_top1_'):-len('_mean')]} mean", ".4f")
             for name in summary.columns
             if name.startswith("test_top1_") and name.endswith("_mean")
         ],
-        ("recall_at_1", "recall@1 mean", 4),
-        ("firing_rate_mean", "mean firing rate", 4),
-        ("energy_mj", "energy (mJ)", 4),
+        ("recall_at_1", "recall@1 mean", ".4f"),
+        ("firing_rate_mean", "mean firing rate", ".4f"),
+        # Energy per clip spans orders of magnitude between tiny test models and full ones.
+        ("energy_mj", "energy (mJ/clip)", ".4g"),
     ]
     visible_columns = [
         column
@@ -269,13 +270,13 @@ def summary_markdown(summary: pd.DataFrame, *, title: str) -> str:
     lines.append("|" + "|".join(" --- " for _ in visible_columns) + "|")
     for _, row in summary.iterrows():
         cells = []
-        for key, _, digits in visible_columns:
-            if digits is None:
+        for key, _, spec in visible_columns:
+            if spec is None:
                 cells.append(str(row[key]))
             elif key == "top1":
-                cells.append(f"{_format(row['top1_mean'], digits)} ± {_format(row['top1_std'], digits)}")
+                cells.append(f"{_format(row['top1_mean'], spec)} ± {_format(row['top1_std'], spec)}")
             else:
-                cells.append(_format(row[f"{key}_mean"], digits))
+                cells.append(_format(row[f"{key}_mean"], spec))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

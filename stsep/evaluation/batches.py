@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["ENGINES", "LocalSkips", "clips_tensor", "iter_view_batches"]
+__all__ = ["ENGINES", "Skips", "clips_tensor", "iter_view_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ ENGINES = ("ray", "local")
 
 
 @dataclass
-class LocalSkips:
-    """Videos the local engine could not decode, as (path, reason) pairs."""
+class Skips:
+    """Videos that could not be decoded, as (path, reason) pairs, filled once the batches are consumed."""
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -47,7 +47,7 @@ def iter_view_batches(
     batch_size: int,
     engine: str = "ray",
     limit_per_class: int | None = None,
-    skips: LocalSkips | None = None,
+    skips: Skips | None = None,
 ) -> Iterator[dict[str, object]]:
     """Yield evaluation batches of every view of every video in `split`.
 
@@ -58,27 +58,29 @@ def iter_view_batches(
         batch_size: views per batch.
         engine: `ray` or `local` (see the module docstring).
         limit_per_class: keep at most this many videos per class.
-        skips: collects the videos the local engine skipped.
+        skips: collects the skipped videos.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    skips = skips if skips is not None else Skips()
     if engine == "ray":
-        yield from _ray_batches(manifest, split=split, clip=clip, batch_size=batch_size, limit_per_class=limit_per_class)
+        yield from _ray_batches(
+            manifest, split=split, clip=clip, batch_size=batch_size, limit_per_class=limit_per_class, skips=skips
+        )
     else:
         yield from _local_batches(
-            manifest, split=split, clip=clip, batch_size=batch_size, limit_per_class=limit_per_class,
-            skips=skips if skips is not None else LocalSkips(),
+            manifest, split=split, clip=clip, batch_size=batch_size, limit_per_class=limit_per_class, skips=skips
         )
 
 
-def _ray_batches(manifest, *, split, clip, batch_size, limit_per_class) -> Iterator[dict[str, object]]:
-    from stsep.data import build_clip_dataset
+def _ray_batches(manifest, *, split, clip, batch_size, limit_per_class, skips: Skips) -> Iterator[dict[str, object]]:
+    from stsep.data import build_clip_dataset, read_skip_report
 
+    counter_name = f"stsep-evaluate-{split}-{uuid.uuid4().hex[:8]}"
     dataset = build_clip_dataset(
-        manifest, split=split, clip=clip, training=False, limit_per_class=limit_per_class,
-        skip_counter=f"stsep-evaluate-{split}-{uuid.uuid4().hex[:8]}",
+        manifest, split=split, clip=clip, training=False, limit_per_class=limit_per_class, skip_counter=counter_name
     )
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         yield {
@@ -87,9 +89,11 @@ def _ray_batches(manifest, *, split, clip, batch_size, limit_per_class) -> Itera
             "video_id": [str(video_id) for video_id in batch["video_id"]],
             "view": batch["view"],
         }
+    report = read_skip_report(counter_name)
+    skips.skipped.extend(zip(report.files, report.reasons))
 
 
-def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips: LocalSkips) -> Iterator[dict[str, object]]:
+def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips: Skips) -> Iterator[dict[str, object]]:
     from stsep.data import DecodeProcess, VideoUnreadableError, decode_views, select_split
 
     rows = select_split(manifest, split=split, limit_per_class=limit_per_class)
@@ -98,7 +102,7 @@ def _local_batches(manifest, *, split, clip, batch_size, limit_per_class, skips:
         yield from _decode_rows(rows, split=split, clip=clip, batch_size=batch_size, skips=skips, decoder=decoder)
 
 
-def _decode_rows(rows: pd.DataFrame, *, split, clip, batch_size, skips: LocalSkips, decoder) -> Iterator[dict[str, object]]:
+def _decode_rows(rows: pd.DataFrame, *, split, clip, batch_size, skips: Skips, decoder) -> Iterator[dict[str, object]]:
     from stsep.data import UnreadableFractionError, VideoUnreadableError, decode_views
 
     max_skipped = int(clip.max_unreadable_fraction * len(rows))

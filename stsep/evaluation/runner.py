@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stsep.evaluation.batches import ENGINES, LocalSkips, iter_view_batches
+from stsep.evaluation.batches import ENGINES, Skips, iter_view_batches
 from stsep.evaluation.energy import EnergyProfile, profile_energy
 from stsep.evaluation.loading import LoadedCheckpoint
 from stsep.evaluation.metrics import VIEW_AGGREGATIONS, ClassificationResult, ViewSpec
@@ -105,7 +105,7 @@ class EvaluationReport:
         class_names: names by class index.
         recalls: Recall@k by k, when retrieval ran.
         energy: the energy profile, when profiling ran.
-        unreadable: (path, reason) of videos skipped by the local engine.
+        unreadable: (path, reason) of the videos that could not be decoded.
         seconds: wall time of the evaluation.
     """
 
@@ -177,7 +177,7 @@ def evaluate_checkpoint(loaded: LoadedCheckpoint, settings: EvaluationSettings) 
     split = settings.split or default_split(manifest)
     clip = clip_config_for(loaded, settings.views)
     model = loaded.model.to(settings.device).eval()
-    skips = LocalSkips()
+    skips = Skips()
     logger.info(
         "evaluating %s on split %r of %s with %s views (%s averaging)",
         loaded.variant, split, manifest_path, settings.views.label, settings.aggregation,
@@ -219,6 +219,11 @@ def evaluate_checkpoint(loaded: LoadedCheckpoint, settings: EvaluationSettings) 
         unreadable=tuple(skips.skipped),
         seconds=time.perf_counter() - started,
     )
+    if report.unreadable:
+        logger.warning(
+            "%d videos of split %r could not be decoded and are left out: %s",
+            len(report.unreadable), split, ", ".join(path for path, _ in report.unreadable[:10]),
+        )
     logger.info(
         "%s: top-1 %.4f, top-5 %.4f over %d videos in %.1f s",
         loaded.variant, result.top1, result.top5, result.num_videos, report.seconds,
