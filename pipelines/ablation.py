@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("--resume continues %s with its saved config; --set and --smoke are ignored", ablation_id)
         config = stored
 
-    from stsep.tracking import TrackingUnavailableError, check_tracking_store, find_or_create_ablation_run
+    from stsep.tracking import (
+        TrackingUnavailableError,
+        check_tracking_store,
+        find_or_create_ablation_run,
+        list_trial_runs,
+    )
 
     try:
         check_tracking_store(config.tracking.uri)
@@ -161,9 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = [result for result in results if result.error is not None]
     for result in failed:
         logger.error("Trial at %s failed: %s", result.path, str(result.error).splitlines()[0])
-    finished = results.num_terminated + results.num_errors
+    # Tune returns normally after Ctrl-C and reports the stopped trials as
+    # terminated, so count the trials whose MLflow runs ended instead.
+    finished_runs = list_trial_runs(
+        tracking_uri=config.tracking.uri, experiment_id=parent.experiment_id, ablation_id=ablation_id
+    )
+    finished = sum(1 for run in finished_runs if run.info.status == "FINISHED") + len(failed)
     if finished < len(grid_points(config)):
-        # Tune returns normally after Ctrl-C, with the unfinished trials saved.
         parent.finish("KILLED")
         logger.warning(
             "Ablation %s stopped with %d of %d trials done; continue it with --resume --name %s",

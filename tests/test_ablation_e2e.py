@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_VARIANTS = ("vanilla", "ns4", "stsep-s34-state")
 # Keep the uploaded working dir to the code: no history, results or caches.
-UPLOAD_EXCLUDES = [".git", "runs", "mlruns", "mlartifacts", "*.db", "data", "manifests", "*.parquet",
-                   "__pycache__", ".pytest_cache", ".venv", "reports"]
+# Patterns follow .gitignore syntax: a leading slash anchors at the repository root.
+UPLOAD_EXCLUDES = ["/.git", "/runs", "/mlruns", "/mlartifacts", "*.db", "/data", "/manifests", "*.parquet",
+                   "__pycache__", ".pytest_cache", "/.venv", "/reports"]
 
 
 def _package_size(temp_dir: str) -> int:

@@ -362,3 +362,43 @@ def test_two_workers_uneven_split_finish(tmp_path):
     assert {"config.yaml", "confusion_matrix.csv", "confusion_matrix.png", "per_class_accuracy.csv"} <= artifacts
     best = {item.path for item in client.list_artifacts(run.info.run_id, "checkpoints/best")}
     assert best == {"checkpoints/best/checkpoint.pt"}
+
+
+# -------------------------------------------------------------------- summary
+
+
+def test_summary_mean_std_and_plot(tmp_path):
+    from stsep.analysis.summary import log_ablation_summary
+    from stsep.variants import parse_variant
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = find_or_create_ablation_run(tracking_uri=uri, experiment="summary", ablation_id="s")
+    best = {("vanilla", 0): 0.50, ("vanilla", 1): 0.60, ("ns2", 0): 0.70, ("ns2", 1): 0.80,
+            ("ns4", 0): 0.40, ("rns1", 0): 0.65, ("stsep-s34-state", 0): 0.90}
+    for (variant, seed), top1 in best.items():
+        run = find_or_create_trial_run(tracking_uri=uri, experiment_id=parent.experiment_id,
+                                       parent_run_id=parent.run_id, ablation_id="s",
+                                       trial_key=f"{variant}-seed{seed}", run_name=f"{variant}-seed{seed}")
+        run.log_params({**parse_variant(variant).to_params(), "variant": variant, "seed": seed})
+        for epoch in (1, 2):
+            run.log_metrics({"epoch": epoch, "val_top1": top1 - 0.1 * (2 - epoch), "val_top5": 1.0,
+                             "best_val_top1": top1 if epoch == 2 else top1 - 0.1}, step=epoch)
+        run.finish()
+
+    summary = log_ablation_summary(tracking_uri=uri, experiment_id=parent.experiment_id, ablation_id="s",
+                                   parent_run_id=parent.run_id)
+
+    rows = summary.set_index("variant")
+    assert list(summary["variant"]) == ["vanilla", "ns2", "ns4", "rns1", "stsep-s34-state"]
+    assert rows.loc["vanilla", "top1_mean"] == pytest.approx(0.55)
+    assert rows.loc["vanilla", "top1_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+    assert rows.loc["ns2", "seeds"] == 2
+    assert rows.loc["ns4", "epochs"] == 2
+    assert np.isnan(rows.loc["ns4", "top1_std"])
+    client = MlflowClient(uri)
+    artifacts = {item.path: item.file_size for item in client.list_artifacts(parent.run_id)}
+    assert artifacts["ablation_plot.png"] > 1000
+    table = Path(client.download_artifacts(parent.run_id, "summary.md", str(tmp_path))).read_text()
+    assert "| ns2 | 2 (0 1) | 0.7500 ± 0.0707 | 1.0000 | 2 |" in table
+    frame = pd.read_csv(client.download_artifacts(parent.run_id, "summary.csv", str(tmp_path)))
+    assert len(frame) == 5

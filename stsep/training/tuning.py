@@ -226,7 +226,7 @@ def run_grid(context: AblationContext, *, resume: bool) -> Any:
             name="tune",
             storage_path=storage_join(config.storage_path, context.ablation_id),
             failure_config=tune.FailureConfig(max_failures=config.tune.trial_max_failures),
-            callbacks=[ProgressCallback()],
+            callbacks=[ProgressCallback(context)],
         ),
     )
     return tuner.fit()
@@ -238,7 +238,15 @@ def _trial_name(trial: Any) -> str:
 
 
 class ProgressCallback(Callback):
-    """Logs one line when a trial reports an epoch, finishes or fails."""
+    """Logs one line when a trial reports an epoch, finishes or fails.
+
+    A trial that ASHA stops early gets its MLflow run marked FINISHED with
+    the tag ``stsep.stopped_early = asha``, because its workers are stopped
+    before they can end the run themselves.
+    """
+
+    def __init__(self, context: AblationContext) -> None:
+        self._context = context
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         """Log the trial's latest epoch."""
@@ -250,11 +258,27 @@ class ProgressCallback(Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """Log a finished trial."""
+        """Log a finished trial, and end the MLflow run of one that ASHA stopped early."""
         result = trial.last_result or {}
-        logger.info("Trial %s finished: best val top-1 %.4f after %s epochs",
-                    _trial_name(trial), result.get("best_val_top1", float("nan")), result.get("epoch"))
+        epochs = self._context.config.train.epochs
+        logger.info("Trial %s finished: best val top-1 %.4f after %s of %d epochs",
+                    _trial_name(trial), result.get("best_val_top1", float("nan")), result.get("epoch"), epochs)
+        if self._context.config.tune.scheduler == "asha" and int(result.get("epoch") or 0) < epochs:
+            self._end_stopped_run(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Log a failed trial."""
         logger.error("Trial %s failed; see its error file under the Tune experiment directory", _trial_name(trial))
+
+    def _end_stopped_run(self, trial: Any) -> None:
+        from stsep.tracking import find_or_create_trial_run
+
+        point = trial.config["point"]
+        key = trial_key(variant=point["variant"], seed=int(point["seed"]), sweep=point["sweep"])
+        run = find_or_create_trial_run(
+            tracking_uri=self._context.tracking_uri, experiment_id=self._context.experiment_id,
+            parent_run_id=self._context.parent_run_id, ablation_id=self._context.ablation_id,
+            trial_key=key, run_name=key,
+        )
+        run.set_tags({"stsep.stopped_early": "asha"})
+        run.finish("FINISHED")
