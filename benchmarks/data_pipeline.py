@@ -18,8 +18,8 @@ Start-up (DataLoader workers, Ray Data's actor pool) is removed by also
 running every pooled method on one batch and subtracting that run. Three
 rates per method follow:
 
-* ``clips_per_s``: clips per wall-clock second, the throughput a training
-  loop sees with ``--cores`` decoding processes.
+* ``clips_per_s``: clips per wall-clock second, the throughput that a
+  training loop gets from ``--cores`` decoding processes.
 * ``clips_per_decoder_cpu_s``: clips per CPU second of the decoding
   processes alone (bare decord's own process, the DataLoader workers, or
   Ray's decoder actors with their decoding children). This is the per-core
