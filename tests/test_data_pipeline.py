@@ -172,11 +172,12 @@ def test_s3_manifest_and_videos(ray_instance, s3_server, s3_bucket, tmp_path):
         client.upload_file(str(tmp_path / "data" / relative), s3_bucket, f"data/{relative}")
     manifest_uri = f"s3://{s3_bucket}/manifests/folder.parquet"
 
-    prepare_manifest("folder", root=f"s3://{s3_bucket}/data", output=manifest_uri, val_fraction=0.0)
+    prepare_manifest("folder", root=f"s3://{s3_bucket}/data", output=manifest_uri, val_fraction=0.0,
+                     probe_concurrency=1)
     manifest = read_manifest(manifest_uri)
     rows = build_clip_dataset(
         manifest_uri, split="train", clip=ClipConfig(num_frames=4, crop_size=48, short_side=48),
-        training=False, skip_counter="test-s3",
+        training=False, skip_counter="test-s3", decode_concurrency=1,
     ).take_all()
 
     assert manifest.attrs["dataset"] == "folder"
