@@ -155,7 +155,9 @@ def decode_views(
         training: Training (one random view) or evaluation (all views).
         rng: Random generator, required when ``training``.
         decoder: Child process to decode in; None decodes in this process.
-        decode_function: Frame reader the decoder runs (``"module:name"``).
+        decode_function: Frame reader that ``decoder`` runs, as
+            ``"module:name"``. Without a decoder, frames are read with
+            :func:`stsep.data.decode.read_frames` in this process.
 
     Returns:
         uint8 ``[V, T, crop_size, crop_size, 3]`` with V = 1 in training.
