@@ -198,6 +198,7 @@ def start_ray_head(*, num_cpus: int = 4, extra_env: dict[str, str] | None = None
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     wait_for_http(dashboard_url, timeout_s=120, process=process)
     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    _wait_for_job_agent(dashboard_url, env=env, timeout_s=180)
     return RayHead(
         address=f"127.0.0.1:{port}",
         dashboard_url=dashboard_url,
@@ -205,6 +206,27 @@ def start_ray_head(*, num_cpus: int = 4, extra_env: dict[str, str] | None = None
         temp_dir=temp_dir,
         process=process,
     )
+
+
+def _wait_for_job_agent(dashboard_url: str, *, env: dict[str, str], timeout_s: float) -> None:
+    """Submit a no-op job until the head's job agent accepts it.
+
+    The dashboard answers HTTP before its job agent registers; a job submitted
+    in between fails with "No available agent to submit job" (Ray 2.60), which
+    happens on a loaded machine.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = subprocess.run(
+            ["ray", "job", "submit", "--address", dashboard_url, "--no-wait", "--", "true"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        if result.returncode == 0:
+            return
+        output = result.stdout + result.stderr
+        if "No available agent" not in output or time.monotonic() > deadline:
+            raise RuntimeError(f"Ray job agent at {dashboard_url} is not ready: {output[-2000:]}")
+        time.sleep(2)
 
 
 def stop_ray_head(head: RayHead) -> None:
