@@ -174,6 +174,8 @@ def build_trainer(
         decoder_num_cpus=config.data.decoder_cpus,
         seed=seed,
     )
+    # NOTE: Ray Train splits every dataset with streaming_split(equal=True), which
+    # drops up to num_workers - 1 clips at the end of the evaluation split.
     datasets = {
         "train": build_clip_dataset(
             data.manifest_path, split="train", clip=clip, training=True, skip_counter=skip_counters["train"], **common
