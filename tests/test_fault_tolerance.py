@@ -1,5 +1,9 @@
-"""Fault tolerance: a killed worker group resumes from its checkpoint, and an
-interrupted ablation resumes without rerunning finished trials."""
+"""Fault tolerance and step parity under Ray.
+
+A killed worker group of two workers on an uneven split resumes from its
+checkpoint, and an interrupted ablation resumes without rerunning finished
+trials.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from stsep.data import write_manifest
+from stsep.training import load_checkpoint
 from stsep.training.loop import FAULT_EXIT_AFTER_EPOCH_ENV, FAULT_MARKER_ENV
 from tests.test_training import REPO_ROOT, run_entry_point, write_video_manifest
 
@@ -25,15 +31,21 @@ def _trial_runs(client: MlflowClient, experiment: str) -> list:
 
 
 def test_killed_worker_group_resumes_from_checkpoint(tmp_path):
-    manifest = write_video_manifest(tmp_path / "videos", train_per_class=2, val_per_class=1)
+    # Two workers on 7 train videos with a global batch of 4: the split does
+    # not divide evenly, and rank 0 is killed once after epoch 1's checkpoint.
+    videos = tmp_path / "videos"
+    manifest = write_video_manifest(videos, train_per_class=4, val_per_class=1)
+    table = pd.read_parquet(manifest)
+    write_manifest(table.drop(index=0).reset_index(drop=True), str(manifest), dataset="folder")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     marker = tmp_path / "killed-once"
 
     completed = run_entry_point(
         "train.py",
-        ["--smoke", "--num-cpus", "3", "--variant", "rns1", "--name", "fault",
-         "--set", "data.dataset=manifest", "--set", f"data.manifest_path={manifest}",
-         "--set", "train.epochs=2", "--set", f"storage_path={tmp_path / 'runs'}"],
+        ["--smoke", "--num-cpus", "4", "--variant", "rns1", "--name", "fault",
+         "--set", "data.dataset=manifest", "--set", f"data.manifest_path={manifest}", "--set", "data.limit_per_class=null",
+         "--set", "resources.num_workers=2", "--set", "train.global_batch_size=4", "--set", "train.epochs=2",
+         "--set", f"storage_path={tmp_path / 'runs'}"],
         cwd=tmp_path,
         env={"MLFLOW_TRACKING_URI": uri, FAULT_EXIT_AFTER_EPOCH_ENV: "1", FAULT_MARKER_ENV: str(marker)},
     )
@@ -42,11 +54,27 @@ def test_killed_worker_group_resumes_from_checkpoint(tmp_path):
     assert marker.exists(), "the fault hook never killed rank 0"
     client = MlflowClient(uri)
     (run,) = _trial_runs(client, "stsep-demo")
-    epochs = client.get_metric_history(run.info.run_id, "epoch")
     assert run.info.status == "FINISHED"
+    assert run.data.params["variant"] == "rns1"
+
+    # Epoch 2 continued from epoch 1's checkpoint: no epoch was trained twice.
+    epochs = client.get_metric_history(run.info.run_id, "epoch")
     assert sorted((metric.step, metric.value) for metric in epochs) == [(1, 1.0), (2, 2.0)]
+
+    # Both workers ran the same single step per epoch on 3 clips each.
+    steps = client.get_metric_history(run.info.run_id, "train_steps")
+    clips = client.get_metric_history(run.info.run_id, "train_clips")
+    assert [metric.value for metric in steps] == [1.0, 1.0]
+    assert [metric.value for metric in clips] == [4.0, 4.0]
+    assert 0.0 <= run.data.metrics["val_top1"] <= 1.0
+
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "confusion_matrix.csv", "confusion_matrix.png", "per_class_accuracy.csv"} <= artifacts
+    best = {item.path for item in client.list_artifacts(run.info.run_id, "checkpoints/best")}
+    assert best == {"checkpoints/best/checkpoint.pt"}
     checkpoints = sorted((tmp_path / "runs" / "fault" / "train" / "rns1-seed0").glob("checkpoint_*"))
     assert checkpoints, "no checkpoint was kept"
+    assert load_checkpoint(checkpoints[-1])["epoch"] == 2
 
 
 def _wait_for_second_trial(client_uri: str, process: subprocess.Popen, *, timeout_s: float) -> str:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +21,10 @@ from stsep.data import write_manifest
 from stsep.tracking import (
     MAX_PARAM_KEY_LENGTH,
     MAX_PARAM_VALUE_LENGTH,
-    RunLogger,
     find_or_create_ablation_run,
     find_or_create_trial_run,
     flatten_params,
     sanitize_params,
-    tracking_client,
 )
 from stsep.training import build_optimizer, build_scheduler, load_checkpoint, lr_factor, write_checkpoint
 from tests.plugins.servers import free_port, wait_for_http
@@ -326,42 +321,6 @@ def test_uneven_batches_run_equal_steps():
 
     assert exit_codes == [0, 0]
     assert steps == {0: 2.0, 1: 2.0}
-
-
-@pytest.mark.slow
-def test_two_workers_uneven_split_finish(tmp_path):
-    # 7 train videos, global batch 4 over 2 workers: the split does not divide evenly.
-    videos = tmp_path / "videos"
-    manifest = write_video_manifest(videos, train_per_class=4, val_per_class=1)
-    table = pd.read_parquet(manifest)
-    write_manifest(table.drop(index=0).reset_index(drop=True), str(manifest), dataset="folder")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-    completed = run_entry_point(
-        "train.py",
-        ["--smoke", "--num-cpus", "4", "--variant", "ns2", "--name", "uneven",
-         "--set", "data.dataset=manifest", "--set", f"data.manifest_path={manifest}", "--set", "data.limit_per_class=null",
-         "--set", "resources.num_workers=2", "--set", "train.global_batch_size=4", "--set", "train.epochs=2",
-         "--set", f"storage_path={tmp_path / 'runs'}"],
-        cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri},
-    )
-
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("stsep-demo")
-    (run,) = client.search_runs([experiment.experiment_id])
-    steps = client.get_metric_history(run.info.run_id, "train_steps")
-    clips = client.get_metric_history(run.info.run_id, "train_clips")
-    assert run.info.status == "FINISHED"
-    assert sorted(metric.step for metric in steps) == [1, 2]
-    assert [metric.value for metric in steps] == [1.0, 1.0]
-    assert [metric.value for metric in clips] == [4.0, 4.0]
-    assert 0.0 <= run.data.metrics["val_top1"] <= 1.0
-    assert run.data.params["variant"] == "ns2"
-    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "confusion_matrix.csv", "confusion_matrix.png", "per_class_accuracy.csv"} <= artifacts
-    best = {item.path for item in client.list_artifacts(run.info.run_id, "checkpoints/best")}
-    assert best == {"checkpoints/best/checkpoint.pt"}
 
 
 # -------------------------------------------------------------------- summary
