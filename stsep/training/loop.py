@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+from ray.data.collate_fn import NumpyBatchCollateFn
 from torch import nn
 
 from stsep.config import ExperimentConfig, config_from_dict
@@ -37,7 +38,15 @@ from stsep.training.evaluate import EvalResult, evaluate
 from stsep.training.optim import build_optimizer, build_scheduler
 from stsep.training.recorder import TrialRecorder, TrialTracking
 
-__all__ = ["FAULT_EXIT_AFTER_EPOCH_ENV", "FAULT_MARKER_ENV", "LoopSpec", "collate_clips", "model_options", "train_loop_per_worker"]
+__all__ = [
+    "FAULT_EXIT_AFTER_EPOCH_ENV",
+    "FAULT_MARKER_ENV",
+    "ClipCollate",
+    "LoopSpec",
+    "collate_clips",
+    "model_options",
+    "train_loop_per_worker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +137,14 @@ def collate_clips(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+class ClipCollate(NumpyBatchCollateFn):
+    """`collate_clips` in the callable-class form that ``iter_torch_batches`` expects since Ray 2.47."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Collate one batch with `collate_clips`."""
+        return collate_clips(batch)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Train one variant for the configured epochs; the function given to `TorchTrainer`."""
     import ray.train
@@ -205,7 +222,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             train_metrics = _train_one_epoch(
                 model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, criterion=criterion,
                 batches=train_shard.iter_torch_batches(
-                    batch_size=per_worker_batch, drop_last=True, collate_fn=collate_clips, prefetch_batches=2
+                    batch_size=per_worker_batch, drop_last=True, collate_fn=ClipCollate(), prefetch_batches=2
                 ),
                 steps_per_epoch=spec.steps_per_epoch, device=device, to_input=to_input, autocast=autocast,
                 grad_clip_norm=config.train.grad_clip_norm, epoch=epoch, epochs=config.train.epochs,
@@ -213,7 +230,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             )
             result = evaluate(
                 raw_model,
-                val_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=collate_clips, prefetch_batches=2),
+                val_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=ClipCollate(), prefetch_batches=2),
                 num_classes=spec.num_classes, device=device, to_input=to_input, autocast=autocast,
             )
             improved = result.top1 > best_top1
