@@ -10,6 +10,18 @@ layer keeps alive anyway. The arithmetic of the forward pass follows
 SpikingJelly 2.0's ``LIFNode`` operation by operation, so the spikes are
 bit-identical to it.
 
+For the default hard reset to ``v_reset = 0`` the forward pass carries the
+negated potentials ``U = -V`` and ``-H``. Negation is exact in floating point,
+so every value is the exact negative of SpikingJelly's, and ``torch.threshold``
+then applies the reset in one operation: ``-H`` where ``H < v_threshold``,
+else 0. That leaves three operations per time step instead of four, and the
+spikes of all time steps are computed in one operation after the loop.
+
+The kernels keep the memory layout of their input when every time step is
+one dense block (contiguous, or ``[T, B, ...]`` unflattened from a
+channels-last ``[T * B, C, H, W]``), so a channels-last network pays no copy
+per neuron.
+
 The equations are those of Dong, Yu, Ding, Xu, Huang 2025, "Unleashing
 Temporal Capacity of Spiking Neural Networks through Spatiotemporal
 Separation" (decay-input LIF)::
@@ -64,17 +76,20 @@ def _scaled_surrogate_gradient(
     surrogate: str,
     alpha: float,
     scale: float,
+    negated: bool = False,
 ) -> torch.Tensor:
     """Return ``grad_spike * sg(h - v_threshold) * scale`` in a new buffer of h's dtype.
 
-    The ATan case is rewritten as ``grad_spike / (1 / a + c * (h - v_th)^2)``
-    with ``a = scale * alpha / 2`` and ``c = (pi / 2 * alpha)^2 / a``, which
-    needs three passes over the tensor instead of six.
+    With ``negated=True``, ``h`` contains ``-H``. The ATan case is rewritten as
+    ``grad_spike / (1 / a + c * (h - v_th)^2)`` with ``a = scale * alpha / 2``
+    and ``c = (pi / 2 * alpha)^2 / a``, which needs three passes over the
+    tensor instead of six, and since it squares ``h - v_th`` it takes
+    ``-H + v_th`` unchanged.
     """
     if surrogate == "atan":
         amplitude = scale * alpha / 2
         curvature = (math.pi / 2 * alpha) ** 2 / amplitude
-        out = torch.sub(h, v_threshold)
+        out = torch.add(h, v_threshold) if negated else torch.sub(h, v_threshold)
         # out = 1 / amplitude + curvature * (h - v_th)^2, in place.
         torch.addcmul(
             _scalar(1.0 / amplitude, like=h), out, out, value=curvature, out=out
@@ -82,7 +97,8 @@ def _scaled_surrogate_gradient(
         torch.div(grad_spike, out, out=out)
         return out
 
-    out = surrogate_gradient(h - v_threshold, surrogate=surrogate, alpha=alpha)
+    distance = torch.add(h, v_threshold).neg_() if negated else h - v_threshold
+    out = surrogate_gradient(distance, surrogate=surrogate, alpha=alpha)
     out.mul_(grad_spike)
     if scale != 1.0:
         out.mul_(scale)
@@ -132,60 +148,165 @@ def _reset(
         torch.where(spike.bool(), _scalar(v_reset, like=h), h, out=v_out)
 
 
+def _steps_are_dense(x: torch.Tensor) -> bool:
+    """Return True when each time step of ``x`` (``[T, ...]``) is one dense block.
+
+    Such a tensor can be sliced per time step and mirrored by ``empty_like``
+    without a copy, whatever the order of its other dimensions.
+    """
+    if x.dim() < 2 or x.stride(0) != x[0].numel():
+        return x.shape[0] == 1 and x.is_contiguous()
+    step_dims = sorted(
+        (stride, size) for size, stride in zip(x.shape[1:], x.stride()[1:]) if size != 1
+    )
+    expected = 1
+    for stride, size in step_dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _forward_reset_to_zero(
+    x: torch.Tensor,
+    spikes: torch.Tensor,
+    *,
+    tau: float,
+    v_threshold: float,
+    dtype: torch.dtype,
+    keep_potentials: bool,
+) -> torch.Tensor | None:
+    """Run the LIF with a hard reset to 0 on negated potentials, writing ``spikes``.
+
+    Returns ``-H`` for every time step when ``keep_potentials`` is set, else None.
+    """
+    num_steps = x.shape[0]
+    neg_h_seq = torch.empty_like(x, dtype=dtype) if keep_potentials else None
+    neg_h_step = None if keep_potentials else torch.empty_like(x[0], dtype=dtype)
+    u = None  # U = -V; None means V = v_reset = 0
+    u_buffer = torch.empty_like(x[0], dtype=dtype)
+    scratch = torch.empty_like(x[0], dtype=dtype)
+    tau_tensor = _scalar(tau, like=u_buffer)
+
+    for t in range(num_steps):
+        neg_h = neg_h_seq[t] if keep_potentials else neg_h_step
+        x_t = x[t] if x.dtype == dtype else x[t].to(dtype)
+
+        # charge: -H = U - (X + U) / tau, the negative of V + (X - V) / tau.
+        if u is None:
+            torch.div(x_t, -tau, out=neg_h)
+        else:
+            torch.add(x_t, u, out=scratch)
+            torch.addcdiv(u, scratch, tau_tensor, value=-1.0, out=neg_h)
+
+        # fire, here only at inference. Training fires all time steps after the loop.
+        if not keep_potentials:
+            torch.le(neg_h, -v_threshold, out=spikes[t])
+
+        # reset: U = -H where -H > -v_threshold (no spike), else 0.
+        torch.threshold(neg_h, -v_threshold, 0.0, out=u_buffer)
+        u = u_buffer
+
+    if keep_potentials:
+        # fire: S = Heaviside(H - v_threshold) = (-H <= -v_threshold).
+        torch.le(neg_h_seq, -v_threshold, out=spikes)
+    return neg_h_seq
+
+
+def _forward_general(
+    x: torch.Tensor,
+    spikes: torch.Tensor,
+    *,
+    tau: float,
+    v_threshold: float,
+    v_reset: float,
+    soft_reset: bool,
+    dtype: torch.dtype,
+    keep_potentials: bool,
+) -> torch.Tensor | None:
+    """Run the LIF with a soft reset or a nonzero ``v_reset``, writing ``spikes``.
+
+    Returns ``H`` for every time step when ``keep_potentials`` is set, else None.
+    """
+    num_steps = x.shape[0]
+    h_seq = torch.empty_like(x, dtype=dtype) if keep_potentials else None
+    h_step = None if keep_potentials else torch.empty_like(x[0], dtype=dtype)
+    v = None
+    v_buffer = torch.empty_like(x[0], dtype=dtype)
+    scratch = torch.empty_like(x[0], dtype=dtype)
+
+    for t in range(num_steps):
+        h = h_seq[t] if keep_potentials else h_step
+        x_t = x[t] if x.dtype == dtype else x[t].to(dtype)
+
+        # charge
+        _charge(x_t, v, tau=tau, v_reset=v_reset, h_out=h, scratch=scratch)
+
+        # fire
+        torch.ge(h, v_threshold, out=spikes[t])
+
+        # reset
+        _reset(
+            h,
+            spikes[t],
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            soft_reset=soft_reset,
+            v_out=v_buffer,
+        )
+        v = v_buffer
+    return h_seq
+
+
 class LIFMultiStep(torch.autograd.Function):
     """Fused LIF over all time steps: ``LIFMultiStep.apply(x, tau, v_threshold,
     v_reset, soft_reset, detach_reset, surrogate, alpha)``.
 
-    ``x`` is ``[T, B, ...]``, and the spikes ``[T, B, ...]`` have the dtype of
-    ``x``. ``tau`` is a fixed float (a learnable tau takes the unfused path).
+    ``x`` is ``[T, B, ...]``, and the spikes ``[T, B, ...]`` have the dtype and
+    memory layout of ``x``. ``tau`` is a fixed float (a learnable tau takes the
+    unfused path).
     """
 
     @staticmethod
     def forward(ctx, x, tau, v_threshold, v_reset, soft_reset, detach_reset, surrogate, alpha):
-        x = x.contiguous()
+        if not _steps_are_dense(x):
+            x = x.contiguous()
         dtype = compute_dtype(x.dtype)
-        needs_grad = ctx.needs_input_grad[0]
-        num_steps = x.shape[0]
-        step_shape = x.shape[1:]
-
-        spikes = torch.empty_like(x)
         # Training keeps H for every time step, inference only the current one.
-        h_seq = torch.empty(x.shape, dtype=dtype, device=x.device) if needs_grad else None
-        h_step = None if needs_grad else torch.empty(step_shape, dtype=dtype, device=x.device)
-        v = None
-        v_buffer = torch.empty(step_shape, dtype=dtype, device=x.device)
-        scratch = torch.empty(step_shape, dtype=dtype, device=x.device)
+        needs_grad = ctx.needs_input_grad[0]
+        spikes = torch.empty_like(x)
 
-        for t in range(num_steps):
-            h = h_seq[t] if needs_grad else h_step
-            x_t = x[t] if x.dtype == dtype else x[t].to(dtype)
-
-            # charge
-            _charge(x_t, v, tau=tau, v_reset=v_reset, h_out=h, scratch=scratch)
-
-            # fire
-            torch.ge(h, v_threshold, out=spikes[t])
-
-            # reset
-            _reset(
-                h,
-                spikes[t],
+        # With a hard reset to 0, h_seq contains -H (see the module docstring).
+        negated = not soft_reset and v_reset == 0.0
+        if negated:
+            h_seq = _forward_reset_to_zero(
+                x, spikes, tau=tau, v_threshold=v_threshold, dtype=dtype, keep_potentials=needs_grad
+            )
+        else:
+            h_seq = _forward_general(
+                x,
+                spikes,
+                tau=tau,
                 v_threshold=v_threshold,
                 v_reset=v_reset,
                 soft_reset=soft_reset,
-                v_out=v_buffer,
+                dtype=dtype,
+                keep_potentials=needs_grad,
             )
-            v = v_buffer
 
         if needs_grad:
             ctx.save_for_backward(h_seq, spikes)
-        ctx.settings = (tau, v_threshold, v_reset, soft_reset, detach_reset, surrogate, alpha)
+        ctx.settings = (
+            tau, v_threshold, v_reset, soft_reset, detach_reset, surrogate, alpha, negated
+        )
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
         h_seq, spikes = ctx.saved_tensors
-        tau, v_threshold, v_reset, soft_reset, detach_reset, surrogate, alpha = ctx.settings
+        (
+            tau, v_threshold, v_reset, soft_reset, detach_reset, surrogate, alpha, negated
+        ) = ctx.settings
         decay = 1.0 - 1.0 / tau
         num_steps = h_seq.shape[0]
 
@@ -198,9 +319,18 @@ class LIFMultiStep(torch.autograd.Function):
                 surrogate=surrogate,
                 alpha=alpha,
                 scale=1.0 / tau,
+                negated=negated,
             )
-            carry_factor = None
+            if soft_reset:
+                carry_factor = None
+            else:
+                # (1 - 1/tau) (1 - S[t]) for a hard reset with the spike detached,
+                # for all time steps at once.
+                fired = spikes[:-1] if spikes.dtype == h_seq.dtype else spikes[:-1].to(h_seq.dtype)
+                carry_factor = torch.sub(_scalar(decay, like=h_seq), fired, alpha=decay)
         else:
+            if negated:
+                h_seq = torch.neg(h_seq)
             sg = surrogate_gradient(h_seq - v_threshold, surrogate=surrogate, alpha=alpha)
             grad_x = (grad_spikes * sg).div_(tau)
             # R = dV/dH with the spike's gradient kept in the reset.
@@ -211,17 +341,11 @@ class LIFMultiStep(torch.autograd.Function):
                 carry_factor.addcmul_(torch.sub(v_reset, h_seq), sg)
             carry_factor.mul_(decay)
 
-        step_factor = torch.empty(h_seq.shape[1:], dtype=h_seq.dtype, device=h_seq.device)
-        decay_tensor = _scalar(decay, like=h_seq)
         for t in range(num_steps - 2, -1, -1):
             if carry_factor is not None:
                 grad_x[t].addcmul_(grad_x[t + 1], carry_factor[t])
-            elif soft_reset:
-                grad_x[t].add_(grad_x[t + 1], alpha=decay)
             else:
-                # (1 - 1/tau) (1 - S[t]) for a hard reset with the spike detached.
-                torch.sub(decay_tensor, spikes[t], alpha=decay, out=step_factor)
-                grad_x[t].addcmul_(grad_x[t + 1], step_factor)
+                grad_x[t].add_(grad_x[t + 1], alpha=decay)
 
         return grad_x.to(grad_spikes.dtype), None, None, None, None, None, None, None
 
@@ -245,7 +369,7 @@ class NonStatefulStep(torch.autograd.Function):
             h.add_(v_reset)
 
         # fire. There is no reset because the next time step starts from v_reset again.
-        spikes = torch.empty_like(x, memory_format=torch.contiguous_format)
+        spikes = torch.empty_like(x)
         torch.ge(h, v_threshold, out=spikes)
 
         if ctx.needs_input_grad[0]:
