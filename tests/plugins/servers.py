@@ -198,7 +198,7 @@ def start_ray_head(*, num_cpus: int = 4, extra_env: dict[str, str] | None = None
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     wait_for_http(dashboard_url, timeout_s=120, process=process)
     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    _wait_for_job_agent(dashboard_url, env=env, timeout_s=180)
+    _wait_for_job_agent(dashboard_url, env=env, timeout_s=300)
     return RayHead(
         address=f"127.0.0.1:{port}",
         dashboard_url=dashboard_url,
