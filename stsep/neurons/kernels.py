@@ -3,10 +3,9 @@
 Each function runs the whole sequence ``[T, B, ...]`` in one autograd node.
 The forward pass loops over time steps into preallocated buffers, and the
 backward pass runs the reverse recurrence with a few fused operations per time
-step and no autograd graph inside. Per
-neuron and time step the node saves the charged membrane potential ``H`` (in
-float32, or float64 for float64 input) and the output spikes, which the next
-layer keeps alive anyway. The arithmetic of the forward pass follows
+step and no autograd graph inside. Per neuron and time step the node saves the
+charged membrane potential ``H`` (in float32, or float64 for float64 input)
+and the output spikes, which the next layer keeps alive anyway. The arithmetic of the forward pass follows
 SpikingJelly 2.0's ``LIFNode`` operation by operation, so the spikes are
 bit-identical to it.
 
