@@ -72,7 +72,8 @@ def test_killed_worker_group_resumes_from_checkpoint(tmp_path):
     assert {"config.yaml", "confusion_matrix.csv", "confusion_matrix.png", "per_class_accuracy.csv"} <= artifacts
     best = {item.path for item in client.list_artifacts(run.info.run_id, "checkpoints/best")}
     assert best == {"checkpoints/best/checkpoint.pt"}
-    checkpoints = sorted((tmp_path / "runs" / "fault" / "train" / "rns1-seed0").glob("checkpoint_*"))
+    run_directory = tmp_path / "runs" / "fault" / "train" / "rns1-seed0"
+    checkpoints = sorted(path for path in run_directory.glob("checkpoint_*") if path.is_dir())
     assert checkpoints, "no checkpoint was kept"
     assert load_checkpoint(checkpoints[-1])["epoch"] == 2
 

@@ -306,8 +306,9 @@ def _parity_worker(rank: int, port: int, batches_per_rank: list[int], results: d
 
 
 def test_uneven_batches_run_equal_steps():
-    # fork: the children reuse the imported modules, which spawn would import again.
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a fork of this process, which runs MLflow and Ray
+    # threads, can inherit a held lock and hang.
+    context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         results = manager.dict()
         port = free_port()
@@ -318,6 +319,9 @@ def test_uneven_batches_run_equal_steps():
             process.join(timeout=120)
         exit_codes = [process.exitcode for process in processes]
         steps = dict(results)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
 
     assert exit_codes == [0, 0]
     assert steps == {0: 2.0, 1: 2.0}

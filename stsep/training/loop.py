@@ -215,7 +215,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    best_result: EvalResult | None = None
     status = "FAILED"
     try:
         for epoch in range(finished_epochs + 1, config.train.epochs + 1):
@@ -235,7 +234,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             )
             improved = result.top1 > best_top1
             if improved:
-                best_top1, best_result = result.top1, result
+                best_top1 = result.top1
             metrics = {
                 "epoch": epoch,
                 **train_metrics,
@@ -264,14 +263,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 "class_names": list(spec.class_names),
                 "mlflow_run_id": run_id,
             }
-            _report(metrics, state=state, rank=rank, recorder=recorder, improved=improved, epoch=epoch,
-                    skip_counters=spec.skip_counters)
+            _report(metrics, state=state, rank=rank, recorder=recorder, epoch=epoch, skip_counters=spec.skip_counters,
+                    best=result if improved else None, class_names=spec.class_names)
             _maybe_inject_fault(epoch=epoch, rank=rank)
         status = "FINISHED"
     finally:
         if recorder is not None:
-            if best_result is not None:
-                recorder.log_evaluation(best_result, class_names=spec.class_names)
             recorder.log_unreadable(spec.skip_counters)
             recorder.finish(status)
 
@@ -371,11 +368,17 @@ def _report(
     state: dict[str, Any],
     rank: int,
     recorder: TrialRecorder | None,
-    improved: bool,
     epoch: int,
     skip_counters: dict[str, str],
+    best: EvalResult | None,
+    class_names: tuple[str, ...],
 ) -> None:
-    """Report metrics and rank 0's checkpoint to Ray Train, then log the epoch to MLflow."""
+    """Report metrics and rank 0's checkpoint to Ray Train, then log the epoch to MLflow.
+
+    When `best` is given (the epoch improved the best validation top-1), the
+    checkpoint and the confusion matrix go to MLflow at once, so they survive
+    a worker that dies later in the run.
+    """
     import ray.train
 
     with tempfile.TemporaryDirectory(prefix="stsep-ckpt-") as directory:
@@ -386,8 +389,9 @@ def _report(
         ray.train.report(metrics, checkpoint=checkpoint)
         if recorder is not None:
             recorder.log_epoch(metrics, epoch=epoch, skip_counters=skip_counters)
-            if improved:
+            if best is not None:
                 recorder.log_best_checkpoint(Path(directory))
+                recorder.log_evaluation(best, class_names=class_names)
 
 
 def _maybe_inject_fault(*, epoch: int, rank: int) -> None:

@@ -118,7 +118,7 @@ class TrialRecorder:
             logger.warning("could not upload the best checkpoint of run %s: %s", self.run_id, error)
 
     def log_evaluation(self, result: Any, *, class_names: Sequence[str]) -> None:
-        """Upload the best epoch's confusion matrix (CSV and PNG) and per-class accuracy."""
+        """Upload an epoch's confusion matrix (CSV and PNG) and per-class accuracy, replacing earlier ones."""
         import pandas as pd
 
         names = list(class_names) or [str(index) for index in range(result.confusion.shape[0])]
