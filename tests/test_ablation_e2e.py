@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -74,3 +76,19 @@ def test_job_submit_smoke_ablation(ray_head, tmp_path):
     # The two trials that ran at once overlapped in time.
     spans = sorted((run.info.start_time, run.info.end_time) for run in children)
     assert spans[1][0] < spans[0][1], "no two trials ran at the same time"
+
+    # The report of this experiment agrees with the runs' own metrics.
+    report_dir = tmp_path / "report"
+    reported = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "pipelines" / "report.py"), "--experiment", "stsep-demo",
+         "--tracking-uri", uri, "--output", str(report_dir)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert reported.returncode == 0, (reported.stdout + reported.stderr)[-4000:]
+    for name in ("report.md", "report.csv", "stagewise.png", "stsep_temporal_state.png", "accuracy_vs_energy.png"):
+        assert (report_dir / name).is_file(), name
+    table = pd.read_csv(report_dir / "report.csv").set_index("variant")
+    for run in children:
+        expected = run.data.metrics["best_val_top1"]
+        assert table.loc[run.data.params["variant"], "top1_mean"] == pytest.approx(expected)
+    assert {"report"} <= {item.path for item in client.list_artifacts(parent.info.run_id)}

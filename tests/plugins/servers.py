@@ -187,6 +187,13 @@ def start_ray_head(*, num_cpus: int = 4, extra_env: dict[str, str] | None = None
             "--port", str(port),
             "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dashboard_port),
+            # Fixed defaults (52365 for the job agent) clash with any other Ray
+            # instance on the machine, and a head whose agent cannot bind
+            # rejects every job with "No available agent".
+            "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+            "--metrics-export-port", str(free_port()),
             "--num-cpus", str(num_cpus),
             "--temp-dir", temp_dir,
             "--disable-usage-stats",
