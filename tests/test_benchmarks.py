@@ -291,22 +291,3 @@ def test_neuron_keeps_channels_last_layout(neuron_class):
     assert torch.equal(spikes_cl, spikes)
     assert torch.equal(channels_last.grad, contiguous.grad)
 
-
-@pytest.mark.parametrize("soft_reset", [False, True], ids=["hard", "soft"])
-def test_lif_batch_chunks_match_phases(monkeypatch, soft_reset):
-    from stsep.neurons import kernels
-
-    monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 2 * 4 * 3 * 3)  # two samples per chunk, three chunks
-    torch.manual_seed(0)
-    x = torch.randn(6, 5, 4, 3, 3) * 2 + 0.5
-    grad = torch.randn(6, 5, 4, 3, 3)
-    fused_input = x.clone().requires_grad_(True)
-    phases_input = x.clone().requires_grad_(True)
-
-    fused = LIF(soft_reset=soft_reset)(fused_input)
-    fused.backward(grad)
-    phases = LIF(soft_reset=soft_reset, fused=False)(phases_input)
-    phases.backward(grad)
-
-    assert torch.equal(fused, phases)
-    torch.testing.assert_close(fused_input.grad, phases_input.grad, rtol=1e-5, atol=1e-6)

@@ -2,10 +2,11 @@
 
 Each function runs the whole sequence ``[T, B, ...]`` in one autograd node.
 The forward pass loops over time steps into preallocated buffers, and the
-backward pass runs the reverse recurrence with a few fused operations per time
-step and no autograd graph inside. Per neuron and time step the node saves the
-charged membrane potential ``H`` (in float32, or float64 for float64 input)
-and the output spikes, which the next layer keeps alive anyway. The arithmetic of the forward pass follows
+backward pass evaluates the surrogate gradient for all time steps at once,
+leaving two fused operations per time step inside the reverse loop. Per neuron
+and time step the node saves the charged membrane potential ``H`` (in
+float32, or float64 for float64 input) and the output spikes, which the next
+layer keeps alive anyway. The arithmetic of the forward pass follows
 SpikingJelly 2.0's ``LIFNode`` operation by operation, so the spikes are
 bit-identical to it.
 
@@ -13,9 +14,14 @@ For the default hard reset to ``v_reset = 0`` the forward pass carries the
 negated potentials ``U = -V`` and ``-H``. Negation is exact in floating point,
 so every value is the exact negative of SpikingJelly's, and ``torch.threshold``
 then applies the reset in one operation: ``-H`` where ``H < v_threshold``,
-else 0. The forward pass of this case and the backward pass with a detached
-reset run per chunk of the batch (``CHUNK_ELEMENTS`` per time step), so the
-buffers that one time step reads and writes stay in cache.
+else 0. That leaves three operations per time step instead of four, and the
+spikes of all time steps are computed in one operation after the loop.
+
+Every operation covers a whole time step of the batch. Splitting the batch
+into cache-sized chunks was measured and dropped: it multiplies the operator
+calls (each an OpenMP parallel region on the CPU, a kernel launch on a GPU),
+and on a 2-core machine shared with other jobs the LIF then ran up to ten
+times slower.
 
 The kernels keep the memory layout of their input when every time step is
 one dense block (contiguous, or ``[T, B, ...]`` unflattened from a
@@ -53,12 +59,6 @@ __all__ = ["LIFMultiStep", "NonStatefulStep", "compute_dtype"]
 
 logger = logging.getLogger(__name__)
 
-# Elements per time step in one chunk of the batch (512 KiB in float32). The
-# few per-step buffers of a chunk then fit in a core's L2 cache (1 to 2 MiB on
-# current x86 server CPUs), so the time loop streams only its inputs and
-# outputs through memory. Each chunk costs a few more operator calls.
-CHUNK_ELEMENTS = 1 << 17
-
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Return the dtype in which membrane potentials are computed for ``dtype`` input.
@@ -83,9 +83,8 @@ def _scaled_surrogate_gradient(
     alpha: float,
     scale: float,
     negated: bool = False,
-    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Return ``grad_spike * sg(h - v_threshold) * scale`` in ``out`` or a new buffer of h's dtype.
+    """Return ``grad_spike * sg(h - v_threshold) * scale`` in a new buffer of h's dtype.
 
     With ``negated=True``, ``h`` contains ``-H``. The ATan case is rewritten as
     ``grad_spike / (1 / a + c * (h - v_th)^2)`` with ``a = scale * alpha / 2``
@@ -96,12 +95,7 @@ def _scaled_surrogate_gradient(
     if surrogate == "atan":
         amplitude = scale * alpha / 2
         curvature = (math.pi / 2 * alpha) ** 2 / amplitude
-        if out is None:
-            out = torch.empty_like(h)
-        if negated:
-            torch.add(h, v_threshold, out=out)
-        else:
-            torch.sub(h, v_threshold, out=out)
+        out = torch.add(h, v_threshold) if negated else torch.sub(h, v_threshold)
         # out = 1 / amplitude + curvature * (h - v_th)^2, in place.
         torch.addcmul(
             _scalar(1.0 / amplitude, like=h), out, out, value=curvature, out=out
@@ -110,13 +104,11 @@ def _scaled_surrogate_gradient(
         return out
 
     distance = torch.add(h, v_threshold).neg_() if negated else h - v_threshold
-    gradient = surrogate_gradient(distance, surrogate=surrogate, alpha=alpha)
-    gradient.mul_(grad_spike)
+    out = surrogate_gradient(distance, surrogate=surrogate, alpha=alpha)
+    out.mul_(grad_spike)
     if scale != 1.0:
-        gradient.mul_(scale)
-    if out is None:
-        return gradient
-    return out.copy_(gradient)
+        out.mul_(scale)
+    return out
 
 
 def _charge(
@@ -181,14 +173,6 @@ def _steps_are_dense(x: torch.Tensor) -> bool:
     return True
 
 
-def _batch_chunks(x: torch.Tensor) -> list[slice]:
-    """Split dim 1 (batch) of ``x`` (``[T, B, ...]``) into slices of about ``CHUNK_ELEMENTS`` per time step."""
-    batch = x.shape[1]
-    per_sample = max(1, x[0, 0].numel()) if batch else 1
-    samples = max(1, CHUNK_ELEMENTS // per_sample)
-    return [slice(start, min(start + samples, batch)) for start in range(0, batch, samples)]
-
-
 def _forward_reset_to_zero(
     x: torch.Tensor,
     spikes: torch.Tensor,
@@ -200,43 +184,38 @@ def _forward_reset_to_zero(
 ) -> torch.Tensor | None:
     """Run the LIF with a hard reset to 0 on negated potentials, writing ``spikes``.
 
-    Loops over chunks of the batch, and within a chunk over time steps, so
-    that the per-step buffers stay in cache.
-
     Returns ``-H`` for every time step when ``keep_potentials`` is set, else None.
     """
     num_steps = x.shape[0]
-    chunks = _batch_chunks(x)
-    if not chunks:
-        return torch.empty_like(x, dtype=dtype) if keep_potentials else None
-    width = chunks[0].stop - chunks[0].start
     neg_h_seq = torch.empty_like(x, dtype=dtype) if keep_potentials else None
-    neg_h_buffer = None if keep_potentials else torch.empty_like(x[0, :width], dtype=dtype)
-    u_buffer = torch.empty_like(x[0, :width], dtype=dtype)
-    scratch_buffer = torch.empty_like(x[0, :width], dtype=dtype)
+    neg_h_step = None if keep_potentials else torch.empty_like(x[0], dtype=dtype)
+    u = None  # U = -V; None means V = v_reset = 0
+    u_buffer = torch.empty_like(x[0], dtype=dtype)
+    scratch = torch.empty_like(x[0], dtype=dtype)
     tau_tensor = _scalar(tau, like=u_buffer)
 
-    for chunk in chunks:
-        size = chunk.stop - chunk.start
-        u_next, scratch = u_buffer[:size], scratch_buffer[:size]
-        u = None  # U = -V; None means V = v_reset = 0
-        for t in range(num_steps):
-            neg_h = neg_h_seq[t, chunk] if keep_potentials else neg_h_buffer[:size]
-            x_t = x[t, chunk] if x.dtype == dtype else x[t, chunk].to(dtype)
+    for t in range(num_steps):
+        neg_h = neg_h_seq[t] if keep_potentials else neg_h_step
+        x_t = x[t] if x.dtype == dtype else x[t].to(dtype)
 
-            # charge: -H = U - (X + U) / tau, the negative of V + (X - V) / tau.
-            if u is None:
-                torch.div(x_t, -tau, out=neg_h)
-            else:
-                torch.add(x_t, u, out=scratch)
-                torch.addcdiv(u, scratch, tau_tensor, value=-1.0, out=neg_h)
+        # charge: -H = U - (X + U) / tau, the negative of V + (X - V) / tau.
+        if u is None:
+            torch.div(x_t, -tau, out=neg_h)
+        else:
+            torch.add(x_t, u, out=scratch)
+            torch.addcdiv(u, scratch, tau_tensor, value=-1.0, out=neg_h)
 
-            # fire: S = Heaviside(H - v_threshold) = (-H <= -v_threshold).
-            torch.le(neg_h, -v_threshold, out=spikes[t, chunk])
+        # fire, here only at inference. Training fires all time steps after the loop.
+        if not keep_potentials:
+            torch.le(neg_h, -v_threshold, out=spikes[t])
 
-            # reset: U = -H where -H > -v_threshold (no spike), else 0.
-            torch.threshold(neg_h, -v_threshold, 0.0, out=u_next)
-            u = u_next
+        # reset: U = -H where -H > -v_threshold (no spike), else 0.
+        torch.threshold(neg_h, -v_threshold, 0.0, out=u_buffer)
+        u = u_buffer
+
+    if keep_potentials:
+        # fire: S = Heaviside(H - v_threshold) = (-H <= -v_threshold).
+        torch.le(neg_h_seq, -v_threshold, out=spikes)
     return neg_h_seq
 
 
@@ -283,62 +262,6 @@ def _forward_general(
         )
         v = v_buffer
     return h_seq
-
-
-def _backward_detached(
-    h_seq: torch.Tensor,
-    spikes: torch.Tensor,
-    grad_spikes: torch.Tensor,
-    *,
-    tau: float,
-    v_threshold: float,
-    soft_reset: bool,
-    surrogate: str,
-    alpha: float,
-    negated: bool,
-) -> torch.Tensor:
-    """Return dL/dX of the LIF with the spike detached from the reset, in h_seq's dtype.
-
-    ``grad_x[t] = dL/dS[t] sg[t] / tau + grad_x[t + 1] R[t] (1 - 1/tau)`` with
-    ``R[t] = 1 - S[t]`` for a hard reset and 1 for a soft reset, computed per
-    chunk of the batch and time step so that the chunk stays in cache.
-    """
-    num_steps = h_seq.shape[0]
-    decay = 1.0 - 1.0 / tau
-    grad_x = torch.empty_like(h_seq)
-    chunks = _batch_chunks(h_seq)
-    if not chunks:
-        return grad_x
-    width = chunks[0].stop - chunks[0].start
-    factor_buffer = torch.empty_like(h_seq[0, :width])
-    decay_tensor = _scalar(decay, like=h_seq)
-
-    for chunk in chunks:
-        factor = factor_buffer[: chunk.stop - chunk.start]
-        for t in range(num_steps - 1, -1, -1):
-            grad_t = grad_x[t, chunk]
-            _scaled_surrogate_gradient(
-                h_seq[t, chunk],
-                grad_spikes[t, chunk],
-                v_threshold=v_threshold,
-                surrogate=surrogate,
-                alpha=alpha,
-                scale=1.0 / tau,
-                negated=negated,
-                out=grad_t,
-            )
-            if t == num_steps - 1:
-                continue
-            if soft_reset:
-                grad_t.add_(grad_x[t + 1, chunk], alpha=decay)
-                continue
-            # factor = (1 - 1/tau) (1 - S[t]), computed in h_seq's dtype.
-            spikes_t = spikes[t, chunk]
-            if spikes_t.dtype != factor.dtype:
-                spikes_t = factor.copy_(spikes_t)
-            torch.sub(decay_tensor, spikes_t, alpha=decay, out=factor)
-            grad_t.addcmul_(grad_x[t + 1, chunk], factor)
-    return grad_x
 
 
 class LIFMultiStep(torch.autograd.Function):
@@ -394,32 +317,45 @@ class LIFMultiStep(torch.autograd.Function):
         num_steps = h_seq.shape[0]
 
         if detach_reset:
-            grad_x = _backward_detached(
+            # grad_x[t] = dL/dS[t] sg[t] / tau, then the recurrence adds the future.
+            grad_x = _scaled_surrogate_gradient(
                 h_seq,
-                spikes,
                 grad_spikes,
-                tau=tau,
                 v_threshold=v_threshold,
-                soft_reset=soft_reset,
                 surrogate=surrogate,
                 alpha=alpha,
+                scale=1.0 / tau,
                 negated=negated,
             )
-            return grad_x.to(grad_spikes.dtype), None, None, None, None, None, None, None
-
-        if negated:
-            h_seq = torch.neg(h_seq)
-        sg = surrogate_gradient(h_seq - v_threshold, surrogate=surrogate, alpha=alpha)
-        grad_x = (grad_spikes * sg).div_(tau)
-        # R = dV/dH with the spike's gradient kept in the reset.
-        if soft_reset:
-            carry_factor = torch.sub(1.0, sg, alpha=v_threshold)
+            carry_factor = None
         else:
-            carry_factor = torch.sub(1.0, spikes.to(h_seq.dtype))
-            carry_factor.addcmul_(torch.sub(v_reset, h_seq), sg)
-        carry_factor.mul_(decay)
+            if negated:
+                h_seq = torch.neg(h_seq)
+            sg = surrogate_gradient(h_seq - v_threshold, surrogate=surrogate, alpha=alpha)
+            grad_x = (grad_spikes * sg).div_(tau)
+            # R = dV/dH with the spike's gradient kept in the reset.
+            if soft_reset:
+                carry_factor = torch.sub(1.0, sg, alpha=v_threshold)
+            else:
+                carry_factor = torch.sub(1.0, spikes.to(h_seq.dtype))
+                carry_factor.addcmul_(torch.sub(v_reset, h_seq), sg)
+            carry_factor.mul_(decay)
+
+        step_factor = torch.empty_like(h_seq[0])
+        decay_tensor = _scalar(decay, like=h_seq)
         for t in range(num_steps - 2, -1, -1):
-            grad_x[t].addcmul_(grad_x[t + 1], carry_factor[t])
+            if carry_factor is not None:
+                grad_x[t].addcmul_(grad_x[t + 1], carry_factor[t])
+            elif soft_reset:
+                grad_x[t].add_(grad_x[t + 1], alpha=decay)
+            else:
+                # (1 - 1/tau) (1 - S[t]) for a hard reset with the spike detached,
+                # computed in h_seq's dtype also for float16 spikes.
+                spikes_t = spikes[t]
+                if spikes_t.dtype != step_factor.dtype:
+                    spikes_t = step_factor.copy_(spikes_t)
+                torch.sub(decay_tensor, spikes_t, alpha=decay, out=step_factor)
+                grad_x[t].addcmul_(grad_x[t + 1], step_factor)
 
         return grad_x.to(grad_spikes.dtype), None, None, None, None, None, None, None
 
