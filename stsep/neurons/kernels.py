@@ -18,10 +18,10 @@ else 0. That leaves three operations per time step instead of four, and the
 spikes of all time steps are computed in one operation after the loop.
 
 Every operation covers a whole time step of the batch. Splitting the batch
-into cache-sized chunks was measured and dropped: it multiplies the operator
-calls (each an OpenMP parallel region on the CPU, a kernel launch on a GPU),
-and on a 2-core machine shared with other jobs the LIF then ran up to ten
-times slower.
+into cache-sized chunks was measured and dropped, because it multiplies the
+operator calls. Each call is an OpenMP parallel region on the CPU or a kernel
+launch on a GPU, and on a 2-core machine shared with other jobs the chunked
+LIF ran up to ten times slower.
 
 The kernels keep the memory layout of their input when every time step is
 one dense block (contiguous, or ``[T, B, ...]`` unflattened from a
