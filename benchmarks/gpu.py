@@ -28,6 +28,9 @@ On a machine without a CUDA GPU the script prints one line saying so and
 exits with status 0. ``--device cpu`` runs the same code on the CPU, with
 small settings, to check it without a GPU.
 
+NOTE: the CUDA path has not run yet. It was checked with ``--device cpu``
+only, so the five-minute budget is an estimate.
+
 Usage: ``python benchmarks/gpu.py [--batch 16] [--frames 8] [--size 112] [--clips 256]``.
 """
 
