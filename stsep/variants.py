@@ -173,9 +173,11 @@ def parse_variant(name: str) -> VariantSpec:
             stateful = tuple(index >= depth for index in range(NUM_STAGES))
         else:
             stateful = tuple(index < NUM_STAGES - depth for index in range(NUM_STAGES))
-        # Both removal directions meet at the fully non-stateful model.
-        ns_depth = depth if kind == "ns" else (NUM_STAGES if depth == NUM_STAGES else 0)
-        rns_depth = depth if kind == "rns" else (NUM_STAGES if depth == NUM_STAGES else 0)
+        # Both removal directions meet at the fully non-stateful model, which
+        # therefore counts as depth 4 from either end.
+        other_depth = NUM_STAGES if depth == NUM_STAGES else 0
+        ns_depth = depth if kind == "ns" else other_depth
+        rns_depth = depth if kind == "rns" else other_depth
         return VariantSpec(
             name=name,
             stage_stateful=stateful,  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def wait_for_http(url: str, *, timeout_s: float, process: subprocess.Popen | None = None) -> None:
-    """Poll `url` until it answers any HTTP status, or fail after `timeout_s`."""
+    """Poll `url` until it returns any HTTP status, or raise `TimeoutError` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -218,8 +218,8 @@ def start_ray_head(*, num_cpus: int = 4, extra_env: dict[str, str] | None = None
 def _wait_for_job_agent(dashboard_url: str, *, env: dict[str, str], timeout_s: float) -> None:
     """Submit a no-op job until the head's job agent accepts it.
 
-    The dashboard answers HTTP before its job agent registers; a job submitted
-    in between fails with "No available agent to submit job" (Ray 2.60), which
+    The dashboard serves HTTP before its job agent registers. A job submitted in
+    between fails with "No available agent to submit job" (Ray 2.60), which
     happens on a loaded machine.
     """
     deadline = time.monotonic() + timeout_s
