@@ -1,15 +1,16 @@
 """Shared command-line helpers of the training entry points.
 
 Argument parsing for ``--config``, ``--set`` and ``--smoke``, logging setup
-for the driver and for every Ray worker, and starting or joining Ray. An
-invalid configuration exits with status 2 and one line on stderr, before any
-Ray work starts.
+for the driver and for every Ray worker, the storage preflight, and starting
+or joining Ray. An invalid configuration exits with status 2 and one line on
+stderr, before any Ray work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -20,8 +21,10 @@ from typing import Any, Sequence
 __all__ = [
     "EXIT_CONFIG_ERROR",
     "add_config_arguments",
+    "check_storage",
     "config_error_exit",
     "configure_logging",
+    "export_s3_settings",
     "init_ray",
     "load_config_from_args",
     "worker_logging_hook",
@@ -35,6 +38,9 @@ if STSEP_FROM_CHECKOUT:
     sys.path.insert(0, str(REPO_ROOT))
 
 EXIT_CONFIG_ERROR = 2
+# Ray's job supervisor hands the submitted job's config, runtime environment
+# included, to the driver in this variable (Ray 2.60).
+JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 logger = logging.getLogger("stsep.pipelines")
@@ -102,7 +108,64 @@ def worker_logging_hook() -> None:
         package_logger.propagate = False
 
 
-def init_ray(*, address: str | None, num_cpus: int | None, min_cpus: float = 1.0) -> None:
+def export_s3_settings(config: Any) -> dict[str, str]:
+    """Point every S3 client of this process at the store of the config's ``s3`` section.
+
+    The settings (the ``s3`` section on top of the AWS variables) go into
+    this process's environment, so MLflow and ``pyarrow.fs.FileSystem.from_uri``
+    find the same endpoint as boto3.
+
+    Returns:
+        The non-secret variables that Ray workers need (pass them to `init_ray`).
+    """
+    from stsep.storage import runtime_env_vars
+
+    settings = config.s3_settings()
+    env_vars = runtime_env_vars(settings)
+    # boto3 and `S3Settings.from_env` prefer the S3-specific variable, so a
+    # stale one from the shell must not outlive the configured endpoint.
+    if settings.endpoint_url is not None and "AWS_ENDPOINT_URL_S3" in os.environ:
+        env_vars["AWS_ENDPOINT_URL_S3"] = settings.endpoint_url
+    os.environ.update(env_vars)
+    return env_vars
+
+
+def check_storage(config: Any, *, artifact_location: str | None = None) -> bool:
+    """Preflight every S3 location of a run before Ray starts; log one line and return False on failure.
+
+    boto3, pyarrow and MLflow each write, read and delete one object under
+    the storage path and the MLflow artifact root, and boto3 and pyarrow
+    list the dataset root. Call `export_s3_settings` first.
+
+    Args:
+        config: The resolved `ExperimentConfig`.
+        artifact_location: The MLflow experiment's artifact root; checked when it is ``s3://``.
+    """
+    from stsep.storage import StoragePreflightError, preflight
+
+    written = [config.storage_path]
+    if artifact_location is not None and artifact_location.startswith("s3://"):
+        written.append(artifact_location)
+    read_only = []
+    if config.data.root is not None:
+        read_only.append(config.data.root)
+    if config.data.dataset == "manifest" and config.data.manifest_path is not None:
+        read_only.append(config.data.manifest_path)
+    try:
+        preflight(written, config.s3_settings(), read_only_uris=read_only)
+    except StoragePreflightError as error:
+        logger.error("%s", error)
+        return False
+    return True
+
+
+def init_ray(
+    *,
+    address: str | None,
+    num_cpus: int | None,
+    min_cpus: float = 1.0,
+    env_vars: dict[str, str] | None = None,
+) -> None:
     """Start or join Ray, with `worker_logging_hook` in every worker.
 
     Inside a job submitted with ``ray job submit``, ``RAY_ADDRESS`` names the
@@ -116,6 +179,8 @@ def init_ray(*, address: str | None, num_cpus: int | None, min_cpus: float = 1.0
             without `num_cpus` gets at least this many, even above the
             machine's core count, because Ray Data's decoding and shuffle
             tasks are light next to training but each reserves its CPUs.
+        env_vars: Variables every Ray worker needs, such as the S3 settings
+            from `export_s3_settings`.
     """
     if num_cpus is None:
         cores = os.cpu_count() or 1
@@ -131,9 +196,12 @@ def init_ray(*, address: str | None, num_cpus: int | None, min_cpus: float = 1.0
     # Ship the hook by value: workers may not have this directory on their path.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     runtime_env: dict[str, Any] = {"worker_process_setup_hook": worker_logging_hook}
+    worker_env = dict(env_vars or {})
     if STSEP_FROM_CHECKOUT:
-        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        runtime_env["env_vars"] = {"PYTHONPATH": python_path}
+        worker_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    worker_env = _without_job_env_vars(worker_env)
+    if worker_env:
+        runtime_env["env_vars"] = worker_env
     address = address or os.environ.get("RAY_ADDRESS")
     if address == "local":
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
@@ -143,3 +211,21 @@ def init_ray(*, address: str | None, num_cpus: int | None, min_cpus: float = 1.0
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
     resources = ray.cluster_resources()
     logger.info("Ray cluster: %s CPUs, %s GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
+
+
+def _without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:
+    """Drop the variables that the submitted job's runtime environment already sets.
+
+    Ray refuses to merge a job's runtime environment with the one given to
+    ``ray.init`` when both set the same variable, so the job's value wins.
+    """
+    raw = os.environ.get(JOB_CONFIG_VAR)
+    if not raw:
+        return env_vars
+    job_env = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    for key in sorted(set(env_vars) & set(job_env)):
+        if job_env[key] != env_vars[key]:
+            logger.warning(
+                "The job's runtime environment sets %s; its value is kept over the config's %r", key, env_vars[key]
+            )
+    return {key: value for key, value in env_vars.items() if key not in job_env}

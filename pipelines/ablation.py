@@ -10,9 +10,12 @@ The manifest is prepared once and cached on the storage path. Each trial
 trains one `TorchTrainer` and logs to an MLflow child run named
 ``<variant>-seed<seed>`` under the ablation's parent run. When the grid ends,
 the parent run gets ``summary.csv``, ``summary.md`` and ``ablation_plot.png``.
-Exit status: 0 when every trial finished, 1 when a trial failed or the
-tracking store is unreachable, 2 for an invalid configuration (before Ray
-starts), 130 when the ablation was stopped (Ctrl-C) before its grid ended.
+Before Ray starts, the tracking store must answer and every ``s3://``
+location (storage path, MLflow artifact root, dataset root) must pass the
+storage preflight. Exit status: 0 when every trial finished, 1 when a trial
+failed, the tracking store is unreachable or the preflight failed, 2 for an
+invalid configuration, 130 when the ablation was stopped (Ctrl-C) before its
+grid ended.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from _common import add_config_arguments, config_error_exit, configure_logging, init_ray, load_config_from_args
+from _common import (
+    add_config_arguments,
+    check_storage,
+    config_error_exit,
+    configure_logging,
+    export_s3_settings,
+    init_ray,
+    load_config_from_args,
+)
 
 logger = logging.getLogger("stsep.pipelines.ablation")
 
@@ -51,10 +62,9 @@ def latest_ablation(storage_path: str, prefix: str) -> str | None:
     """Return the newest ablation name under `storage_path` that starts with `prefix`, if any."""
     import pyarrow.fs
 
-    if "://" in storage_path:
-        filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_path)
-    else:
-        filesystem, root = pyarrow.fs.LocalFileSystem(), storage_path
+    from stsep.storage import filesystem_for
+
+    filesystem, root = filesystem_for(storage_path)
     try:
         entries = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     except OSError:
@@ -87,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from stsep.config import ConfigError
 
     config = load_config_from_args(args)
+    env_vars = export_s3_settings(config)
     ablation_id = args.name
     if args.resume and ablation_id is None:
         ablation_id = latest_ablation(config.storage_path, config.name)
@@ -109,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.overrides or args.smoke:
             logger.warning("--resume continues %s with its saved config; --set and --smoke are ignored", ablation_id)
         config = stored
+        env_vars = export_s3_settings(config)
 
     from stsep.tracking import (
         TrackingUnavailableError,
         check_tracking_store,
         find_or_create_ablation_run,
+        get_or_create_experiment,
         list_trial_runs,
+        tracking_client,
     )
 
     try:
@@ -122,13 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingUnavailableError as error:
         logger.error("%s", error)
         return 1
+    client = tracking_client(config.tracking.uri)
+    experiment_id = get_or_create_experiment(
+        client, config.tracking.experiment, artifact_location=config.tracking.artifact_location
+    )
+    if not check_storage(config, artifact_location=client.get_experiment(experiment_id).artifact_location):
+        return 1
 
     from stsep.analysis.report import ReportError
     from stsep.analysis.summary import log_ablation_summary
     from stsep.training.trainer import describe_manifest, prepare_data
 
     started = time.monotonic()
-    init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=cpus_needed(config))
+    init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=cpus_needed(config), env_vars=env_vars)
     prepare_data(config)
     if not args.resume:
         save_ablation_config(config, ablation_id)

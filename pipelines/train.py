@@ -9,7 +9,8 @@ This is what each trial of ``pipelines/ablation.py`` runs, usable on its own:
 The run logs to MLflow as a top-level run named ``<variant>-seed<seed>`` in the
 config's experiment. Running the same command again with the same ``--name``
 resumes from the run's latest checkpoint. Exit status: 0 on success, 2 for
-an invalid configuration (before Ray starts), 1 when training fails.
+an invalid configuration (before Ray starts), 1 when the tracking store or
+the storage preflight fails (also before Ray starts) or training fails.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import logging
 import sys
 import time
 
-from _common import add_config_arguments, config_error_exit, configure_logging, init_ray, load_config_from_args
+from _common import (
+    add_config_arguments,
+    check_storage,
+    config_error_exit,
+    configure_logging,
+    export_s3_settings,
+    init_ray,
+    load_config_from_args,
+)
 
 logger = logging.getLogger("stsep.pipelines.train")
 
@@ -55,10 +64,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from stsep.tracking import TrackingUnavailableError, check_tracking_store, get_or_create_experiment, tracking_client
 
+    env_vars = export_s3_settings(config)
     try:
         check_tracking_store(config.tracking.uri)
     except TrackingUnavailableError as error:
         logger.error("%s", error)
+        return 1
+    client = tracking_client(config.tracking.uri)
+    experiment_id = get_or_create_experiment(
+        client, config.tracking.experiment, artifact_location=config.tracking.artifact_location
+    )
+    if not check_storage(config, artifact_location=client.get_experiment(experiment_id).artifact_location):
         return 1
 
     from stsep.training.recorder import TrialTracking
@@ -70,13 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         + 2 * data_config.decode_concurrency * data_config.decoder_cpus
         + 1
     )
-    init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=min_cpus)
+    init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=min_cpus, env_vars=env_vars)
     started = time.monotonic()
     prepare_data(config)
     data = describe_manifest(config)
     key = trial_key(variant=args.variant, seed=args.seed)
     name = args.name or f"{config.name}-{key}"
-    experiment_id = get_or_create_experiment(tracking_client(config.tracking.uri), config.tracking.experiment)
     tracking = TrialTracking(
         tracking_uri=config.tracking.uri,
         experiment_id=experiment_id,

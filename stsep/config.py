@@ -39,6 +39,7 @@ __all__ = [
     "GridConfig",
     "ModelConfig",
     "ResourcesConfig",
+    "S3Config",
     "TrackingConfig",
     "TrainConfig",
     "TuneConfig",
@@ -268,10 +269,35 @@ class TrackingConfig:
     Attributes:
         uri: Tracking URI; None takes ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
         experiment: Experiment name; None takes ``stsep-<name>``.
+        artifact_location: Artifact root of a newly created experiment, such as
+            ``s3://bucket/mlflow``; None leaves it to the tracking store. MLflow
+            cannot move the artifacts of an existing experiment.
     """
 
     uri: str | None = None
     experiment: str | None = None
+    artifact_location: str | None = None
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """The S3 store behind every ``s3://`` path, on top of the AWS environment.
+
+    A value set here replaces what the AWS variables give (see
+    `stsep.storage.S3Settings.from_env`); null keeps them. Credentials never
+    go here: every process takes them from the standard AWS chain.
+
+    Attributes:
+        endpoint_url: Endpoint of an S3-compatible store, such as ``http://minio:9000``.
+        region: Region name.
+        addressing_style: ``auto``, ``path`` (most S3-compatible stores) or ``virtual``.
+        profile: Named profile of the shared AWS config files.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: str | None = None
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +318,13 @@ class ExperimentConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    s3: S3Config = field(default_factory=S3Config)
+
+    def s3_settings(self) -> Any:
+        """Return the `stsep.storage.S3Settings` of the ``s3`` section on top of the environment."""
+        from stsep.storage import S3Settings
+
+        return S3Settings.from_config(dataclasses.asdict(self.s3))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain nested dicts and lists (YAML-safe)."""
@@ -325,6 +358,7 @@ SECTIONS: Final[dict[str, type]] = {
     "grid": GridConfig,
     "tune": TuneConfig,
     "tracking": TrackingConfig,
+    "s3": S3Config,
 }
 
 
@@ -628,6 +662,7 @@ def _validate(config: ExperimentConfig) -> None:
     _check(tune.asha_reduction_factor >= 2, "tune.asha_reduction_factor", tune.asha_reduction_factor, "expected >= 2")
     _check(tune.trial_max_failures >= 0, "tune.trial_max_failures", tune.trial_max_failures, "expected >= 0")
     _check(tune.worker_max_failures >= 0, "tune.worker_max_failures", tune.worker_max_failures, "expected >= 0")
+    _validate_s3(config.s3)
 
 
 def _validate_variants(variants: tuple[str, ...]) -> None:
@@ -642,9 +677,22 @@ def _validate_variants(variants: tuple[str, ...]) -> None:
     _check(len(set(variants)) == len(variants), "grid.variants", list(variants), "expected distinct variant names")
 
 
+def _validate_s3(s3: S3Config) -> None:
+    from stsep.storage import ADDRESSING_STYLES, S3Settings
+
+    if s3.addressing_style is not None:
+        _check(s3.addressing_style in ADDRESSING_STYLES, "s3.addressing_style", s3.addressing_style,
+               f"allowed: {', '.join(ADDRESSING_STYLES)}")
+    # Validate the section alone, so an odd AWS variable does not reject the config.
+    try:
+        S3Settings(**{key: value for key, value in dataclasses.asdict(s3).items() if value is not None})
+    except ValueError as error:
+        raise ConfigError(f"invalid s3 section: {error}") from None
+
+
 def _validate_sweep_key(config: ExperimentConfig, key: str, values: tuple[Any, ...]) -> None:
     section, _, name = key.partition(".")
-    forbidden = {"grid", "tune", "tracking"}
+    forbidden = {"grid", "tune", "tracking", "s3"}
     if section in forbidden or section not in SECTIONS or not name:
         raise ConfigError(
             f"invalid key {key!r} in grid.sweep: expected a dotted key in data, model, train or resources"
@@ -675,9 +723,13 @@ def _resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
         if data.dataset == "manifest" and not manifest.is_file():
             raise ConfigError(f"invalid value {data.manifest_path!r} for data.manifest_path: file not found")
         data = dataclasses.replace(data, manifest_path=str(manifest))
+    artifact_location = config.tracking.artifact_location
+    if artifact_location is not None and "://" not in artifact_location:
+        artifact_location = Path(artifact_location).expanduser().resolve().as_uri()
     tracking = dataclasses.replace(
         config.tracking,
         uri=resolve_tracking_uri(config.tracking.uri),
+        artifact_location=artifact_location,
         experiment=config.tracking.experiment or f"stsep-{config.name}",
     )
     return dataclasses.replace(config, storage_path=storage_path, data=data, tracking=tracking)

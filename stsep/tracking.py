@@ -280,18 +280,33 @@ def _param_text(value: Any) -> str:
 # ----------------------------------------------------------------- runs
 
 
-def get_or_create_experiment(client: Any, name: str) -> str:
-    """Return the id of experiment `name`, creating it if needed (safe when two processes race)."""
+def get_or_create_experiment(client: Any, name: str, *, artifact_location: str | None = None) -> str:
+    """Return the id of experiment `name`, creating it if needed (safe when two processes race).
+
+    Args:
+        client: An `MlflowClient`.
+        name: Experiment name.
+        artifact_location: Artifact root for a new experiment; None leaves it
+            to the tracking store. An existing experiment keeps its own root,
+            with a warning when it differs.
+    """
     experiment = call_with_retry(client.get_experiment_by_name, name, description="get experiment")
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return call_with_retry(client.create_experiment, name, description="create experiment")
-    except Exception:  # Another process created it first: read it back.
-        experiment = call_with_retry(client.get_experiment_by_name, name, description="get experiment")
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        try:
+            return call_with_retry(
+                client.create_experiment, name, artifact_location=artifact_location, description="create experiment"
+            )
+        except Exception:  # Another process created it first: read it back.
+            experiment = call_with_retry(client.get_experiment_by_name, name, description="get experiment")
+            if experiment is None:
+                raise
+    if artifact_location is not None and experiment.artifact_location.rstrip("/") != artifact_location.rstrip("/"):
+        logger.warning(
+            "MLflow experiment %s keeps its artifact location %s, not %s; MLflow cannot move it, so set "
+            "tracking.experiment to a new name to use the new location",
+            name, experiment.artifact_location, artifact_location,
+        )
+    return experiment.experiment_id
 
 
 def find_or_create_ablation_run(

@@ -91,6 +91,32 @@ def test_dict_round_trip_is_identical():
     assert again == config
 
 
+def test_s3_section_overrides_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+    overrides = ["s3.endpoint_url=http://127.0.0.1:9002", "s3.addressing_style=path"]
+    settings = load_config("demo", overrides=overrides).s3_settings()
+
+    assert settings.endpoint_url == "http://127.0.0.1:9002"
+    assert settings.addressing_style == "path"
+    assert settings.region == "us-east-1"  # unset in the section, so the environment's
+
+
+def test_s3_endpoint_with_credentials_rejected_without_echoing_them():
+    with pytest.raises(ConfigError) as raised:
+        load_config("demo", overrides=["s3.endpoint_url=http://admin:topsecret@127.0.0.1:9000"])
+
+    assert "contains credentials" in str(raised.value)
+    assert "topsecret" not in str(raised.value)
+
+
+def test_local_artifact_location_becomes_file_uri(tmp_path):
+    config = load_config("demo", overrides=["tracking.artifact_location=artifacts"])
+
+    assert config.tracking.artifact_location == (tmp_path / "artifacts").as_uri()
+
+
 def test_tracking_uri_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
 
@@ -120,6 +146,10 @@ def test_relative_sqlite_uri_becomes_absolute(tmp_path):
         (["train.global_batch_size=5", "resources.num_workers=2"], "train.global_batch_size"),
         (["grid.sweep.model.depth=[18, 50]"], "model.depth"),
         (["data.dataset=ucf101"], "data.root"),
+        (["s3.addressing_style=diagonal"], "s3.addressing_style"),
+        (["s3.endpoint_url=minio:9000"], "s3 section"),
+        (["s3.secret_access_key=abc"], "s3.secret_access_key"),
+        (["grid.sweep.s3.region=[eu-west-1]"], "s3.region"),
     ],
 )
 def test_invalid_value_names_key(overrides, expected):

@@ -63,7 +63,9 @@ def load_checkpoint(source: Any) -> dict[str, Any]:
 def _load_remote(uri: str) -> dict[str, Any]:
     import pyarrow.fs
 
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    from stsep.storage import filesystem_for
+
+    filesystem, path = filesystem_for(uri)
     if not path.endswith(".pt"):
         path = path.rstrip("/") + "/" + CHECKPOINT_FILE
     info = filesystem.get_file_info(path)

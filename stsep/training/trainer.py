@@ -147,6 +147,7 @@ def build_trainer(
     from ray.train.torch import TorchTrainer
 
     from stsep.data import ClipConfig, build_clip_dataset
+    from stsep.storage import ray_storage_filesystem
 
     if data.train_videos < config.train.global_batch_size:
         raise ValueError(
@@ -202,9 +203,12 @@ def build_trainer(
         use_gpu=resolve_use_gpu(resources.use_gpu),
         resources_per_worker={"CPU": resources.cpus_per_worker},
     )
+    # An explicit filesystem carries the configured S3 endpoint to Ray Train.
+    storage_path, storage_filesystem = ray_storage_filesystem(storage_join(config.storage_path, ablation_id, "train"))
     run_config = ray.train.RunConfig(
         name=name,
-        storage_path=storage_join(config.storage_path, ablation_id, "train"),
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
         failure_config=ray.train.FailureConfig(max_failures=config.tune.worker_max_failures),
         # The latest checkpoint is always kept as well, for resuming.
         checkpoint_config=ray.train.CheckpointConfig(
