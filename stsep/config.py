@@ -61,6 +61,7 @@ SCHEDULERS: Final[tuple[str, ...]] = ("fifo", "asha")
 SURROGATES: Final[tuple[str, ...]] = ("atan", "sigmoid")
 RESET_MODES: Final[tuple[str, ...]] = ("hard", "soft")
 FUSIONS: Final[tuple[str, ...]] = ("add", "gate")
+AMP_DTYPES: Final[tuple[str, ...]] = ("auto", "bfloat16", "float16")
 DEPTHS: Final[tuple[int, ...]] = (18, 34)
 
 # Settings `--smoke` applies on top of any preset: a few minutes on two CPU cores.
@@ -188,6 +189,8 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length in epochs, then cosine decay to zero.
         label_smoothing: Label smoothing of the cross-entropy loss.
         amp: Automatic mixed precision when a GPU is used.
+        amp_dtype: ``auto`` (bfloat16 where the GPU supports it, else float16
+            with loss scaling), ``bfloat16`` or ``float16``.
         channels_last: Channels-last memory format when a GPU is used.
         grad_clip_norm: Clip the gradient norm to this value; None disables it.
         log_every_steps: Rank 0 logs progress every this many steps.
@@ -202,6 +205,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
     amp: bool = True
+    amp_dtype: str = "auto"
     channels_last: bool = True
     grad_clip_norm: float | None = None
     log_every_steps: int = 10
@@ -639,6 +643,7 @@ def _validate(config: ExperimentConfig) -> None:
     _check(0.0 <= train.label_smoothing < 1.0, "train.label_smoothing", train.label_smoothing, "expected a value in [0, 1)")
     if train.grad_clip_norm is not None:
         _check(train.grad_clip_norm > 0, "train.grad_clip_norm", train.grad_clip_norm, "expected > 0 or null")
+    _check(train.amp_dtype in AMP_DTYPES, "train.amp_dtype", train.amp_dtype, f"allowed: {', '.join(AMP_DTYPES)}")
     _check(train.log_every_steps >= 1, "train.log_every_steps", train.log_every_steps, "expected >= 1")
 
     _check(resources.num_workers >= 1, "resources.num_workers", resources.num_workers, "expected at least 1 worker")

@@ -146,6 +146,7 @@ def test_relative_sqlite_uri_becomes_absolute(tmp_path):
         (["train.global_batch_size=5", "resources.num_workers=2"], "train.global_batch_size"),
         (["grid.sweep.model.depth=[18, 50]"], "model.depth"),
         (["data.dataset=ucf101"], "data.root"),
+        (["train.amp_dtype=int8"], "train.amp_dtype"),
         (["s3.addressing_style=diagonal"], "s3.addressing_style"),
         (["s3.endpoint_url=minio:9000"], "s3 section"),
         (["s3.secret_access_key=abc"], "s3.secret_access_key"),

@@ -327,6 +327,34 @@ def test_uneven_batches_run_equal_steps():
     assert steps == {0: 2.0, 1: 2.0}
 
 
+def test_amp_dtype_resolution():
+    from stsep.training.loop import resolve_amp_dtype
+
+    assert resolve_amp_dtype("bfloat16") is torch.bfloat16
+    assert resolve_amp_dtype("float16") is torch.float16
+    # Without a GPU that supports bfloat16, auto falls back to float16 with loss scaling.
+    expected = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    assert resolve_amp_dtype("auto") is expected
+    with pytest.raises(ValueError, match="expected auto, bfloat16 or float16"):
+        resolve_amp_dtype("int8")
+
+
+def test_clip_collate_copies_read_only_batches():
+    from stsep.training.loop import ClipCollate
+
+    clips = np.arange(2 * 2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 2, 4, 4, 3)
+    clips.flags.writeable = False  # as Arrow-backed batches arrive
+    batch = {"clip": clips, "label": np.array([3, 1]), "video_id": np.array(["a", "b"], dtype=object)}
+
+    collated = ClipCollate()(batch)
+
+    assert collated["clip"].dtype == torch.uint8
+    assert torch.equal(collated["clip"], torch.from_numpy(clips.copy()))
+    assert collated["label"].tolist() == [3, 1]
+    assert collated["video_id"] == ["a", "b"]
+    assert not collated["clip"].is_pinned()
+
+
 # -------------------------------------------------------------------- summary
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "ClipCollate",
     "LoopSpec",
     "collate_clips",
+    "resolve_amp_dtype",
     "model_options",
     "train_loop_per_worker",
 ]
@@ -128,6 +129,17 @@ def model_options(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def resolve_amp_dtype(setting: str) -> torch.dtype:
+    """Resolve ``train.amp_dtype``: ``auto`` is bfloat16 where the GPU supports it, else float16."""
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if setting == "float16":
+        return torch.float16
+    if setting != "auto":
+        raise ValueError(f"invalid amp dtype {setting!r}: expected auto, bfloat16 or float16")
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def collate_clips(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Turn a Ray Data batch into tensors: clip uint8 ``[B, T, H, W, 3]``, label ``[B]``, video ids as strings."""
     return {
@@ -138,11 +150,24 @@ def collate_clips(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 class ClipCollate(NumpyBatchCollateFn):
-    """`collate_clips` in the callable-class form that ``iter_torch_batches`` expects since Ray 2.47."""
+    """`collate_clips` in the callable-class form that ``iter_torch_batches`` expects since Ray 2.47.
+
+    Ray pins only batches made of tensors alone, and these carry video ids,
+    so with ``pin_memory`` the clips and labels are pinned here, in Ray's
+    collate threads, for asynchronous copies to the GPU.
+    """
+
+    def __init__(self, *, pin_memory: bool = False) -> None:
+        super().__init__()
+        self.pin_memory = pin_memory
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Collate one batch with `collate_clips`."""
-        return collate_clips(batch)
+        """Collate one batch with `collate_clips`, pinning its tensors when asked."""
+        collated = collate_clips(batch)
+        if self.pin_memory:
+            collated["clip"] = collated["clip"].pin_memory()
+            collated["label"] = collated["label"].pin_memory()
+        return collated
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -159,6 +184,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     use_gpu = device.type == "cuda"
     use_amp = use_gpu and config.train.amp
+    amp_dtype = resolve_amp_dtype(config.train.amp_dtype) if use_amp else torch.float32
+    if use_gpu:
+        # Every step has the same input shape, so cuDNN's autotuner pays off after the first.
+        torch.backends.cudnn.benchmark = True
     per_worker_batch = config.train.global_batch_size // world_size
 
     # Same initial weights on every worker (DDP also broadcasts rank 0's).
@@ -177,7 +206,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     scheduler = build_scheduler(
         optimizer, warmup_steps=config.train.warmup_epochs * spec.steps_per_epoch, total_steps=total_steps
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # bfloat16 keeps float32's exponent range, so only float16 needs loss scaling.
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
 
     # Resume from the latest reported checkpoint (a restarted worker group or a resumed trial).
@@ -206,7 +236,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     def autocast() -> Any:
         if use_amp:
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
+            return torch.autocast(device_type="cuda", dtype=amp_dtype)
         return contextlib.nullcontext()
 
     def to_input(clips: torch.Tensor) -> torch.Tensor:
@@ -221,7 +251,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             train_metrics = _train_one_epoch(
                 model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, criterion=criterion,
                 batches=train_shard.iter_torch_batches(
-                    batch_size=per_worker_batch, drop_last=True, collate_fn=ClipCollate(), prefetch_batches=2
+                    batch_size=per_worker_batch, drop_last=True, collate_fn=ClipCollate(pin_memory=use_gpu), prefetch_batches=2
                 ),
                 steps_per_epoch=spec.steps_per_epoch, device=device, to_input=to_input, autocast=autocast,
                 grad_clip_norm=config.train.grad_clip_norm, epoch=epoch, epochs=config.train.epochs,
@@ -229,7 +259,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             )
             result = evaluate(
                 raw_model,
-                val_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=ClipCollate(), prefetch_batches=2),
+                val_shard.iter_torch_batches(batch_size=per_worker_batch, collate_fn=ClipCollate(pin_memory=use_gpu), prefetch_batches=2),
                 num_classes=spec.num_classes, device=device, to_input=to_input, autocast=autocast,
             )
             improved = result.top1 > best_top1
