@@ -27,6 +27,7 @@ __all__ = [
     "export_s3_settings",
     "init_ray",
     "load_config_from_args",
+    "open_experiment",
     "worker_logging_hook",
 ]
 
@@ -159,6 +160,40 @@ def check_storage(config: Any, *, artifact_location: str | None = None) -> bool:
     return True
 
 
+def open_experiment(config: Any) -> str | None:
+    """Preflight the run's storage, then find or create its MLflow experiment.
+
+    The preflight comes first, so a mistyped ``tracking.artifact_location``
+    leaves no experiment bound to it. Call `export_s3_settings` first.
+
+    Returns:
+        The experiment id, or None after logging why the preflight failed.
+
+    Raises:
+        SystemExit: With status 2 when ``tracking.artifact_location``
+            differs from the artifact location of the existing experiment,
+            which MLflow cannot change.
+    """
+    from stsep.config import ConfigError
+    from stsep.tracking import call_with_retry, get_or_create_experiment, tracking_client
+
+    tracking = config.tracking
+    client = tracking_client(tracking.uri)
+    existing = call_with_retry(client.get_experiment_by_name, tracking.experiment, description="get experiment")
+    configured = tracking.artifact_location
+    if existing is not None and configured is not None:
+        if existing.artifact_location.rstrip("/") != configured.rstrip("/"):
+            config_error_exit(ConfigError(
+                f"invalid value {configured!r} for tracking.artifact_location: MLflow experiment "
+                f"{tracking.experiment!r} already stores its artifacts at {existing.artifact_location!r} and cannot "
+                "move them; set tracking.experiment to a new name, or drop tracking.artifact_location"
+            ))
+    artifact_location = existing.artifact_location if existing is not None else configured
+    if not check_storage(config, artifact_location=artifact_location):
+        return None
+    return get_or_create_experiment(client, tracking.experiment, artifact_location=configured)
+
+
 def init_ray(
     *,
     address: str | None,
@@ -173,7 +208,9 @@ def init_ray(
     the hook given here.
 
     Args:
-        address: Cluster address, ``local`` for a new local instance, or None.
+        address: Cluster address, or ``local`` for a new private instance.
+            None takes ``RAY_ADDRESS``, else joins the instance that ``ray
+            start`` left on this machine, else starts a new one.
         num_cpus: Logical CPUs of a new local instance.
         min_cpus: Logical CPUs the run needs at once. A new local instance
             without `num_cpus` gets at least this many, even above the
@@ -182,14 +219,6 @@ def init_ray(
         env_vars: Variables every Ray worker needs, such as the S3 settings
             from `export_s3_settings`.
     """
-    if num_cpus is None:
-        cores = os.cpu_count() or 1
-        num_cpus = max(cores, math.ceil(min_cpus))
-        if num_cpus > cores:
-            logger.warning(
-                "Starting local Ray with %d logical CPUs on %d cores so that the trials, their training workers "
-                "and their decoders fit at once; pass --num-cpus to change it", num_cpus, cores,
-            )
     import ray
     from ray import cloudpickle
 
@@ -202,15 +231,53 @@ def init_ray(
     worker_env = _without_job_env_vars(worker_env)
     if worker_env:
         runtime_env["env_vars"] = worker_env
+
     address = address or os.environ.get("RAY_ADDRESS")
-    if address == "local":
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
-    elif address:
+    if address and address != "local":
         ray.init(address=address, runtime_env=runtime_env)
+    elif address == "local":
+        # A private instance skips the dashboard, which saves seconds and a port.
+        cpus = num_cpus or _cpus_needed(min_cpus)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env)
+        _warn_oversubscribed(cpus, explicit=num_cpus is not None)
     else:
-        ray.init(num_cpus=num_cpus, runtime_env=runtime_env)
+        _start_or_join(num_cpus, min_cpus, runtime_env)
     resources = ray.cluster_resources()
     logger.info("Ray cluster: %s CPUs, %s GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
+
+
+def _start_or_join(num_cpus: int | None, min_cpus: float, runtime_env: dict[str, Any]) -> None:
+    """Start Ray as ``ray.init()`` would, or join the instance that ``ray start`` left on this machine."""
+    import ray
+
+    cpus = num_cpus or _cpus_needed(min_cpus)
+    try:
+        ray.init(num_cpus=cpus, runtime_env=runtime_env)
+    except ValueError as error:
+        # Ray found a running instance, whose CPU count cannot be changed.
+        if "existing cluster" not in str(error):
+            raise
+        ray.init(runtime_env=runtime_env)
+        logger.info("Joined the Ray instance running on this machine; pass --ray-address local for a private one")
+        if num_cpus is not None:
+            logger.warning("--num-cpus %d is ignored: the running instance keeps its own CPU count", num_cpus)
+        return
+    _warn_oversubscribed(cpus, explicit=num_cpus is not None)
+
+
+def _cpus_needed(min_cpus: float) -> int:
+    """Return the logical CPUs of a new local instance: the cores, or `min_cpus` where that is more."""
+    return max(os.cpu_count() or 1, math.ceil(min_cpus))
+
+
+def _warn_oversubscribed(num_cpus: int, *, explicit: bool) -> None:
+    """Warn when Ray was given more logical CPUs than cores without being asked to."""
+    cores = os.cpu_count() or 1
+    if num_cpus > cores and not explicit:
+        logger.warning(
+            "Started local Ray with %d logical CPUs on %d cores so that the trials, their training workers "
+            "and their decoders fit at once; pass --num-cpus to change it", num_cpus, cores,
+        )
 
 
 def _without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:

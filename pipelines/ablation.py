@@ -28,12 +28,12 @@ from datetime import datetime, timezone
 
 from _common import (
     add_config_arguments,
-    check_storage,
     config_error_exit,
     configure_logging,
     export_s3_settings,
     init_ray,
     load_config_from_args,
+    open_experiment,
 )
 
 logger = logging.getLogger("stsep.pipelines.ablation")
@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 "check --name and storage_path"
             ))
         if args.overrides or args.smoke:
-            logger.warning("--resume continues %s with its saved config; --set and --smoke are ignored", ablation_id)
+            logger.warning(
+                "--resume continues %s with its saved config; --set and --smoke served only to find it "
+                "(storage_path and s3.*), and its other settings are ignored", ablation_id,
+            )
         config = stored
         env_vars = export_s3_settings(config)
 
@@ -126,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         TrackingUnavailableError,
         check_tracking_store,
         find_or_create_ablation_run,
-        get_or_create_experiment,
         list_trial_runs,
-        tracking_client,
     )
 
     try:
@@ -136,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingUnavailableError as error:
         logger.error("%s", error)
         return 1
-    client = tracking_client(config.tracking.uri)
-    experiment_id = get_or_create_experiment(
-        client, config.tracking.experiment, artifact_location=config.tracking.artifact_location
-    )
-    if not check_storage(config, artifact_location=client.get_experiment(experiment_id).artifact_location):
+    if open_experiment(config) is None:
         return 1
 
     from stsep.analysis.report import ReportError

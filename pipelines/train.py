@@ -22,12 +22,12 @@ import time
 
 from _common import (
     add_config_arguments,
-    check_storage,
     config_error_exit,
     configure_logging,
     export_s3_settings,
     init_ray,
     load_config_from_args,
+    open_experiment,
 )
 
 logger = logging.getLogger("stsep.pipelines.train")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed < 0:
         config_error_exit(ConfigError(f"invalid value {args.seed} for --seed: expected a seed >= 0"))
 
-    from stsep.tracking import TrackingUnavailableError, check_tracking_store, get_or_create_experiment, tracking_client
+    from stsep.tracking import TrackingUnavailableError, check_tracking_store
 
     env_vars = export_s3_settings(config)
     try:
@@ -70,11 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingUnavailableError as error:
         logger.error("%s", error)
         return 1
-    client = tracking_client(config.tracking.uri)
-    experiment_id = get_or_create_experiment(
-        client, config.tracking.experiment, artifact_location=config.tracking.artifact_location
-    )
-    if not check_storage(config, artifact_location=client.get_experiment(experiment_id).artifact_location):
+    experiment_id = open_experiment(config)
+    if experiment_id is None:
         return 1
 
     from stsep.training.recorder import TrialTracking

@@ -92,3 +92,22 @@ def test_job_submit_smoke_ablation(ray_head, tmp_path):
         expected = run.data.metrics["best_val_top1"]
         assert table.loc[run.data.params["variant"], "top1_mean"] == pytest.approx(expected)
     assert {"report"} <= {item.path for item in client.list_artifacts(parent.info.run_id)}
+
+
+def test_driver_joins_running_instance(ray_head, tmp_path):
+    # Ray finds the instance that `ray start` left through <RAY_TMPDIR>/ray/ray_current_cluster,
+    # as it finds /tmp/ray/ray_current_cluster on a workstation.
+    (tmp_path / "ray").symlink_to(ray_head.temp_dir)
+    env = {key: value for key, value in ray_head.env.items() if key != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(tmp_path)
+    code = (
+        "import sys; sys.path.insert(0, 'pipelines'); import ray; from _common import init_ray; "
+        "init_ray(address=None, num_cpus=3); print('gcs', ray.get_runtime_context().gcs_address)"
+    )
+
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                               timeout=300)
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"gcs {ray_head.address}" in completed.stdout
+    assert "--num-cpus 3 is ignored" in completed.stderr

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.plugins.servers import free_port
 from tests.plugins.videos import make_ucf101
@@ -80,7 +81,6 @@ def ray_temp_dir():
 @pytest.mark.slow
 def test_ablation_with_all_storage_on_s3(s3_server, s3_bucket, tmp_path, ray_temp_dir):
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     from stsep.storage import S3Settings
     from stsep.training.checkpoint import load_checkpoint
@@ -191,11 +191,13 @@ def test_ablation_preflight_fails_before_ray(problem, s3_server, s3_bucket, tmp_
     else:
         endpoint = f"http://127.0.0.1:{free_port()}"
 
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     completed = _run_ablation(
         ["--config", "demo", "--smoke", "--ray-address", "local",
          "--set", f"storage_path=s3://{bucket}/runs",
          "--set", f"s3.endpoint_url={endpoint}",
-         "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+         "--set", f"tracking.uri={uri}",
+         "--set", f"tracking.artifact_location=s3://{bucket}/mlflow"],
         env=_pipeline_env(_fake_credentials()), cwd=tmp_path, timeout_s=300,
     )
 
@@ -208,6 +210,23 @@ def test_ablation_preflight_fails_before_ray(problem, s3_server, s3_bucket, tmp_
     assert expected in errors[0]
     assert endpoint in errors[0]
     assert "Ray cluster:" not in output  # failed before Ray started
+    # No experiment is left bound to the bad location, so a corrected rerun can create it.
+    assert MlflowClient(uri).get_experiment_by_name("stsep-demo") is None
+
+
+def test_artifact_location_change_rejected(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("stsep-demo", artifact_location="s3://old-bucket/mlflow")
+
+    completed = _run_ablation(
+        ["--config", "demo", "--smoke", "--set", f"tracking.uri={uri}",
+         "--set", "tracking.artifact_location=s3://new-bucket/mlflow"],
+        env=_pipeline_env(_fake_credentials()), cwd=tmp_path, timeout_s=120,
+    )
+
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert "already stores its artifacts at 's3://old-bucket/mlflow'" in completed.stderr
+    assert "set tracking.experiment to a new name" in completed.stderr
 
 
 def test_ablation_rejects_credentials_in_endpoint(tmp_path):

@@ -94,6 +94,7 @@ def test_settings_from_config_overrides_env():
     [
         ({"endpoint": "http://a:1"}, "unknown S3 setting"),
         ({"endpoint_url": "minio:9000"}, "http://host"),
+        ({"endpoint_url": "http://127.0.0.1:notaport"}, "port is not a number"),
         ({"addressing_style": "dns"}, "auto, path, virtual"),
         ({"region": "  "}, "non-empty"),
         ("http://a:1", "must be a mapping"),
@@ -429,7 +430,20 @@ def test_preflight_read_only_location_empty(settings, s3_bucket):
         storage.preflight([], settings, read_only_uris=[f"s3://{s3_bucket}/no-such-dataset"])
 
     _assert_one_line_failure(excinfo.value, client="boto3", bucket=s3_bucket)
-    assert "no objects under this location" in str(excinfo.value)
+    # The message names the dataset location, not a probe object under it.
+    assert f"could not list s3://{s3_bucket}/no-such-dataset at " in str(excinfo.value)
+    assert ".stsep-preflight" not in str(excinfo.value)
+    assert "no objects there" in str(excinfo.value)
+
+
+def test_preflight_https_against_plain_http_store(s3_server, s3_bucket):
+    settings = S3Settings(endpoint_url=s3_server.replace("http://", "https://"), region="us-east-1")
+
+    with pytest.raises(StoragePreflightError) as excinfo:
+        storage.preflight([f"s3://{s3_bucket}/runs"], settings)
+
+    _assert_one_line_failure(excinfo.value, client="boto3", bucket=s3_bucket)
+    assert "check http versus https in endpoint_url" in str(excinfo.value)
 
 
 def test_preflight_rejects_invalid_locations(settings):
@@ -467,3 +481,19 @@ def test_preflight_access_denied(s3_server_with_auth, caplog):
     _assert_one_line_failure(excinfo.value, client="boto3", bucket="locked-bucket")
     assert "access denied" in str(excinfo.value)
     assert SECRET not in caplog.text
+
+
+def test_preflight_command_line(s3_server, s3_bucket):
+    env = {key: value for key, value in os.environ.items() if key != "AWS_ENDPOINT_URL"}
+    command = [sys.executable, "-m", "stsep.storage", "--endpoint-url", s3_server]
+
+    passed = subprocess.run([*command, f"s3://{s3_bucket}/runs"], capture_output=True, text=True, env=env, timeout=120)
+    missing = subprocess.run([*command, f"s3://{s3_bucket}-missing/runs"], capture_output=True, text=True, env=env,
+                             timeout=120)
+
+    assert passed.returncode == 0, passed.stderr
+    assert passed.stdout.startswith(f"ok s3://{s3_bucket}/runs (boto3, pyarrow, mlflow) in ")
+    assert missing.returncode == 1
+    assert missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith(f"error: storage preflight failed: boto3 could not write s3://{s3_bucket}-missing/")
+    assert "bucket not found" in missing.stderr

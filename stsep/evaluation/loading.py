@@ -130,8 +130,10 @@ def load_trained_model(
     from stsep.training.checkpoint import load_checkpoint
     from stsep.training.loop import model_options
 
-    location, run_id = resolve_checkpoint_source(source, tracking_uri=tracking_uri)
-    state = load_checkpoint(location)
+    # The downloaded copy of a run's checkpoint is only needed until it is loaded.
+    with tempfile.TemporaryDirectory(prefix="stsep-eval-") as download_dir:
+        location, run_id = resolve_checkpoint_source(source, tracking_uri=tracking_uri, download_dir=download_dir)
+        state = load_checkpoint(location)
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise ValueError(

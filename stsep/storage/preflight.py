@@ -43,6 +43,7 @@ _MISSING_BUCKET_MARKERS = ("nosuchbucket", "no_such_bucket", "bucket does not ex
 _DENIED_MARKERS = ("accessdenied", "access_denied", "forbidden", "(403)", "invalidaccesskeyid",
                    "signaturedoesnotmatch")
 _NO_CREDENTIALS_MARKERS = ("nocredentials", "unable to locate credentials")
+_TLS_MARKERS = ("sslerror", "ssl validation failed", "wrong_version_number", "certificate verify failed")
 
 
 class StoragePreflightError(RuntimeError):
@@ -81,6 +82,8 @@ def _reason(error: BaseException) -> str:
     """Name the cause of a client error in the words a user acts on, then quote the error."""
     text = f"{type(error).__name__}: {error}"
     lowered = text.lower()
+    if any(marker in lowered for marker in _TLS_MARKERS):
+        return f"TLS failed, so check http versus https in endpoint_url and the store's certificate ({text})"
     if any(marker in lowered for marker in _UNREACHABLE_MARKERS):
         return f"cannot reach the endpoint, so check endpoint_url or AWS_ENDPOINT_URL ({text})"
     if any(marker in lowered for marker in _MISSING_BUCKET_MARKERS):
@@ -103,9 +106,10 @@ def _one_line(text: str) -> str:
 class _Check:
     """The shared parts of one preflight location: URI, bucket, key and payload."""
 
-    def __init__(self, uri: str, settings: S3Settings) -> None:
+    def __init__(self, uri: str, settings: S3Settings, *, read_only: bool = False) -> None:
         self.uri = uri
         self.settings = settings
+        self.read_only = read_only
         self.bucket, self.prefix = split_s3_uri(uri)
         self.token = uuid.uuid4().hex
         self.relative_dir = f"{_PROBE_DIR}/{self.token}"
@@ -117,8 +121,10 @@ class _Check:
 
     def fail(self, client: str, action: str, error: BaseException | str) -> StoragePreflightError:
         reason = error if isinstance(error, str) else _reason(error)
+        # A read-only check lists the location itself and writes no probe.
+        target = f"s3://{self.bucket}/{self.prefix}" if self.read_only else f"s3://{self.bucket}/{self.key}"
         message = _one_line(
-            f"storage preflight failed: {client} could not {action} s3://{self.bucket}/{self.key} "
+            f"storage preflight failed: {client} could not {action} {target} "
             f"at {self.settings.describe_endpoint()}: {reason}"
         )
         return StoragePreflightError(message, client=client, bucket=self.bucket, uri=self.uri)
@@ -139,7 +145,7 @@ def _check_boto3(check: _Check, *, read_only: bool) -> None:
         if read_only:
             listing = client.list_objects_v2(Bucket=check.bucket, Prefix=check.prefix, MaxKeys=1)
             if not listing.get("KeyCount"):
-                raise check.fail("boto3", "list", "no objects under this location, so check the URI")
+                raise check.fail("boto3", "list", "no objects there, so check the URI and that the data was uploaded")
             return
         action = "write"
         client.put_object(Bucket=check.bucket, Key=check.key, Body=check.payload)
@@ -170,7 +176,7 @@ def _check_pyarrow(check: _Check, *, read_only: bool) -> None:
         if read_only:
             location = f"{check.bucket}/{check.prefix}".rstrip("/")
             if filesystem.get_file_info(location).type == pafs.FileType.NotFound:
-                raise check.fail("pyarrow", "list", "no objects under this location, so check the URI")
+                raise check.fail("pyarrow", "list", "no objects there, so check the URI and that the data was uploaded")
             return
         action = "write"
         with filesystem.open_output_stream(path) as stream:
@@ -325,7 +331,7 @@ def preflight(
             logger.debug("Storage preflight skips local location %s", uri)
             continue
 
-        check = _Check(uri, settings)
+        check = _Check(uri, settings, read_only=read_only)
         start = time.monotonic()
         with contextlib.nullcontext() if read_only else _cleanup(check):
             _check_boto3(check, read_only=read_only)
@@ -340,3 +346,4 @@ def preflight(
         )
         results.append(result)
     return results
+

@@ -61,6 +61,13 @@ class S3Settings:
                     f"invalid S3 endpoint_url {redact(self.endpoint_url)!r}: expected "
                     "http://host[:port] or https://host[:port], for example http://127.0.0.1:9000"
                 )
+            try:
+                parsed.port
+            except ValueError:
+                raise ValueError(
+                    f"invalid S3 endpoint_url {redact(self.endpoint_url)!r}: the port is not a number; "
+                    "write it as http://host:port, for example http://127.0.0.1:9000"
+                ) from None
             if parsed.username or parsed.password:
                 raise ValueError(
                     f"S3 endpoint_url {redact(self.endpoint_url)!r} contains credentials. Remove them "

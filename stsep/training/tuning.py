@@ -282,13 +282,15 @@ class ProgressCallback(Callback):
 
     def __init__(self, context: AblationContext) -> None:
         self._context = context
+        self._grid_size = len(grid_points(context.config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         """Log the trial's latest epoch."""
+        # Tune creates trials as resources free up, so the grid, not `trials`, gives the total.
         done = sum(1 for item in trials if item.status == "TERMINATED")
         logger.info(
             "[%d/%d done] %s epoch %s: val top-1 %.4f, %.1f clips/s",
-            done, len(trials), _trial_name(trial), result.get("epoch"), result.get("val_top1", float("nan")),
+            done, self._grid_size, _trial_name(trial), result.get("epoch"), result.get("val_top1", float("nan")),
             result.get("clips_per_second", float("nan")),
         )
 
