@@ -6,7 +6,20 @@ import pytest
 import torch
 
 from stsep.neurons import LIF, NonStatefulNeuron
+from stsep.neurons.fused import load as load_compiled_kernel  # before any test replaces it
 from stsep.surrogate import ATanSpike, SigmoidSpike, surrogate_gradient
+
+
+@pytest.fixture(autouse=True, params=["compiled", "eager"])
+def lif_kernel(request, monkeypatch):
+    """Run every test with the compiled fused LIF (where it builds) and with the eager kernels."""
+    from stsep.neurons import fused
+
+    if request.param == "eager":
+        monkeypatch.setattr(fused, "load", lambda: None)
+    elif fused.load() is None:
+        pytest.skip("the compiled fused LIF kernel could not be built here")
+    return request.param
 
 BOTH_PATHS = pytest.mark.parametrize("fused", [True, False], ids=["fused", "phases"])
 
@@ -261,3 +274,59 @@ def test_fused_kernels_allocate_on_input_device(neuron):
 
     assert spikes.device.type == "meta"
     assert x.grad.device.type == "meta"
+
+
+def test_compiled_kernel_runs_for_float32_on_cpu(lif_kernel, monkeypatch):
+    from stsep.neurons import fused
+
+    calls = []
+    real_load = fused.load
+
+    class Spy:
+        def __init__(self, module):
+            self.module = module
+
+        def lif_forward(self, *args):
+            calls.append("forward")
+            return self.module.lif_forward(*args)
+
+        def lif_backward(self, *args):
+            calls.append("backward")
+            return self.module.lif_backward(*args)
+
+    monkeypatch.setattr(fused, "load", lambda: None if real_load() is None else Spy(real_load()))
+    x = torch.randn(4, 2, 3, 5, requires_grad=True)
+
+    LIF()(x).sum().backward()
+    LIF()(x.detach().double().requires_grad_()).sum().backward()  # float64 stays eager
+
+    assert calls == ([] if lif_kernel == "eager" else ["forward", "backward"])
+
+
+def test_compiled_kernel_falls_back_with_one_warning(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+
+    from stsep.neurons import fused
+
+    def no_compiler(**_):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(fused, "_state", {"tried": False, "module": None, "seconds": None})
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.delenv(fused.DISABLE_VARIABLE, raising=False)
+
+    assert load_compiled_kernel() is None
+    assert load_compiled_kernel() is None
+    warnings = [record for record in caplog.records if "could not be built" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "Ninja is required" in warnings[0].getMessage()
+    assert fused.DISABLE_VARIABLE in warnings[0].getMessage()
+
+
+def test_compiled_kernel_can_be_switched_off(monkeypatch):
+    from stsep.neurons import fused
+
+    monkeypatch.setattr(fused, "_state", {"tried": False, "module": None, "seconds": None})
+    monkeypatch.setenv(fused.DISABLE_VARIABLE, "0")
+
+    assert load_compiled_kernel() is None
