@@ -15,12 +15,14 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
     "EXIT_CONFIG_ERROR",
     "add_config_arguments",
+    "build_compiled_kernels",
     "check_storage",
     "config_error_exit",
     "configure_logging",
@@ -192,6 +194,20 @@ def open_experiment(config: Any) -> str | None:
     if not check_storage(config, artifact_location=artifact_location):
         return None
     return get_or_create_experiment(client, tracking.experiment, artifact_location=configured)
+
+
+def build_compiled_kernels() -> None:
+    """Build the compiled LIF kernel in the driver, before Ray starts.
+
+    Workers on this machine then load it from the cache instead of building
+    it at once in every trial, and a build that fails warns here once.
+    """
+    from stsep.neurons import fused
+
+    start = time.monotonic()
+    if fused.load() is not None and time.monotonic() - start > 1.0:
+        logger.info("Built the compiled LIF kernel in %.0f s; later runs load it from the cache",
+                    time.monotonic() - start)
 
 
 def init_ray(

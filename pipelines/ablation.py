@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 
 from _common import (
     add_config_arguments,
+    build_compiled_kernels,
     config_error_exit,
     configure_logging,
     export_s3_settings,
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from stsep.training.trainer import describe_manifest, prepare_data
 
     started = time.monotonic()
+    build_compiled_kernels()
     init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=cpus_needed(config), env_vars=env_vars)
     prepare_data(config)
     if not args.resume:

@@ -22,6 +22,7 @@ import time
 
 from _common import (
     add_config_arguments,
+    build_compiled_kernels,
     config_error_exit,
     configure_logging,
     export_s3_settings,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         + 2 * data_config.decode_concurrency * data_config.decoder_cpus
         + 1
     )
+    build_compiled_kernels()
     init_ray(address=args.ray_address, num_cpus=args.num_cpus, min_cpus=min_cpus, env_vars=env_vars)
     started = time.monotonic()
     prepare_data(config)
