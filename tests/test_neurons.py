@@ -330,3 +330,24 @@ def test_compiled_kernel_can_be_switched_off(monkeypatch):
     monkeypatch.setenv(fused.DISABLE_VARIABLE, "0")
 
     assert load_compiled_kernel() is None
+
+
+def test_stale_build_lock_is_removed(tmp_path, caplog):
+    import os
+    import time
+
+    from stsep.neurons import fused
+
+    fresh, stale = tmp_path / "fresh", tmp_path / "stale"
+    for directory, age_s in ((fresh, 10.0), (stale, fused.STALE_LOCK_S + 60.0)):
+        directory.mkdir()
+        (directory / "lock").write_text("")
+        then = time.time() - age_s
+        os.utime(directory / "lock", (then, then))
+
+    fused._remove_stale_lock(fresh)
+    fused._remove_stale_lock(stale)
+
+    assert (fresh / "lock").exists()  # a build may still own it
+    assert not (stale / "lock").exists()
+    assert "did not finish" in caplog.text
