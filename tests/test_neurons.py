@@ -9,17 +9,7 @@ from stsep.neurons import LIF, NonStatefulNeuron
 from stsep.neurons.fused import load as load_compiled_kernel  # before any test replaces it
 from stsep.surrogate import ATanSpike, SigmoidSpike, surrogate_gradient
 
-
-@pytest.fixture(autouse=True, params=["compiled", "eager"])
-def lif_kernel(request, monkeypatch):
-    """Run every test with the compiled fused LIF (where it builds) and with the eager kernels."""
-    from stsep.neurons import fused
-
-    if request.param == "eager":
-        monkeypatch.setattr(fused, "load", lambda: None)
-    elif fused.load() is None:
-        pytest.skip("the compiled fused LIF kernel could not be built here")
-    return request.param
+pytestmark = pytest.mark.usefixtures("lif_kernel")
 
 BOTH_PATHS = pytest.mark.parametrize("fused", [True, False], ids=["fused", "phases"])
 
@@ -351,3 +341,14 @@ def test_stale_build_lock_is_removed(tmp_path, caplog):
     assert (fresh / "lock").exists()  # a build may still own it
     assert not (stale / "lock").exists()
     assert "did not finish" in caplog.text
+
+
+def test_inference_spikes_match_training(lif_kernel):
+    torch.manual_seed(0)
+    x = torch.randn(6, 2, 3, 4, 4) * 2 + 0.5
+
+    with torch.no_grad():
+        inference = LIF()(x)
+    training = LIF()(x.clone().requires_grad_(True))
+
+    assert torch.equal(inference, training.detach())

@@ -12,16 +12,7 @@ spikingjelly = pytest.importorskip(
 from spikingjelly.activation_based import functional, neuron, surrogate  # noqa: E402
 
 
-@pytest.fixture(autouse=True, params=["compiled", "eager"])
-def lif_kernel(request, monkeypatch):
-    """Run every test with the compiled fused LIF (where it builds) and with the eager kernels."""
-    from stsep.neurons import fused
-
-    if request.param == "eager":
-        monkeypatch.setattr(fused, "load", lambda: None)
-    elif fused.load() is None:
-        pytest.skip("the compiled fused LIF kernel could not be built here")
-    return request.param
+pytestmark = pytest.mark.usefixtures("lif_kernel")
 
 
 def reference_lif(*, tau=2.0, v_reset=0.0, soft_reset=False, detach_reset=True, sigmoid=False):

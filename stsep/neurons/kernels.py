@@ -371,12 +371,13 @@ class LIFMultiStep(torch.autograd.Function):
         # With a hard reset to 0, the eager h_seq contains -H (see the module docstring).
         negated = compiled is None and not soft_reset and v_reset == 0.0
         if compiled is not None:
-            h_seq = _empty_output(x)
-            compiled.lif_forward(
-                _as_steps(x), _as_steps(spikes), _as_steps(h_seq), tau, v_threshold, v_reset, soft_reset
-            )
-            if not needs_grad:
-                h_seq = None
+            if needs_grad:
+                h_seq = _empty_output(x)
+                h_out = _as_steps(h_seq)
+            else:
+                # Inference needs no H, and the kernel skips writing an empty one.
+                h_seq, h_out = None, x.new_empty((0,))
+            compiled.lif_forward(_as_steps(x), _as_steps(spikes), h_out, tau, v_threshold, v_reset, soft_reset)
         elif negated:
             h_seq = _forward_reset_to_zero(
                 x, spikes, tau=tau, v_threshold=v_threshold, dtype=dtype, keep_potentials=needs_grad

@@ -28,7 +28,7 @@ void check_float32_like(const torch::Tensor& tensor, const torch::Tensor& like, 
 // One block of neurons over all time steps, forward. The reset is written as
 // SpikingJelly writes it, in arithmetic rather than branches, so the loop
 // vectorizes whatever the firing rate.
-template <bool SoftReset>
+template <bool SoftReset, bool KeepH>
 void forward_block(const float* xp, float* sp, float* hp, int64_t n, int64_t steps, int64_t start, int64_t len,
                    float tau, float vth, float vreset) {
   float v[kBlock];
@@ -36,11 +36,13 @@ void forward_block(const float* xp, float* sp, float* hp, int64_t n, int64_t ste
   for (int64_t t = 0; t < steps; ++t) {
     const float* __restrict__ xt = xp + t * n + start;
     float* __restrict__ st = sp + t * n + start;
-    float* __restrict__ ht = hp + t * n + start;
+    float* __restrict__ ht = KeepH ? hp + t * n + start : nullptr;
     for (int64_t i = 0; i < len; ++i) {
       const float hv = v[i] + (xt[i] - (v[i] - vreset)) / tau;
       const float spike = hv >= vth ? 1.0f : 0.0f;
-      ht[i] = hv;
+      if (KeepH) {
+        ht[i] = hv;
+      }
       st[i] = spike;
       v[i] = SoftReset ? hv - spike * vth : (1.0f - spike) * hv + spike * vreset;
     }
@@ -49,18 +51,22 @@ void forward_block(const float* xp, float* sp, float* hp, int64_t n, int64_t ste
 
 // Writes spikes and H: H[t] = V[t-1] + (X[t] - (V[t-1] - v_reset)) / tau,
 // S[t] = H[t] >= v_threshold, V[t] = reset(H[t], S[t]), V[-1] = v_reset.
+// An empty h (inference) skips writing H.
 void lif_forward(
     const torch::Tensor& x, torch::Tensor& spikes, torch::Tensor& h, double tau, double v_threshold,
     double v_reset, bool soft_reset) {
   TORCH_CHECK(x.dim() >= 1, "x must have a time dimension");
   check_float32_like(x, x, "x");
   check_float32_like(spikes, x, "spikes");
-  check_float32_like(h, x, "h");
+  const bool keep_h = h.numel() != 0;
+  if (keep_h) {
+    check_float32_like(h, x, "h");
+  }
   const int64_t steps = x.size(0);
   const int64_t n = steps == 0 ? 0 : x.numel() / steps;
   const float* xp = x.data_ptr<float>();
   float* sp = spikes.data_ptr<float>();
-  float* hp = h.data_ptr<float>();
+  float* hp = keep_h ? h.data_ptr<float>() : nullptr;
   const float tau_f = static_cast<float>(tau);
   const float vth = static_cast<float>(v_threshold);
   const float vreset = static_cast<float>(v_reset);
@@ -69,10 +75,14 @@ void lif_forward(
     for (int64_t block = first; block < last; ++block) {
       const int64_t start = block * kBlock;
       const int64_t len = std::min(kBlock, n - start);
-      if (soft_reset) {
-        forward_block<true>(xp, sp, hp, n, steps, start, len, tau_f, vth, vreset);
+      if (soft_reset && keep_h) {
+        forward_block<true, true>(xp, sp, hp, n, steps, start, len, tau_f, vth, vreset);
+      } else if (soft_reset) {
+        forward_block<true, false>(xp, sp, hp, n, steps, start, len, tau_f, vth, vreset);
+      } else if (keep_h) {
+        forward_block<false, true>(xp, sp, hp, n, steps, start, len, tau_f, vth, vreset);
       } else {
-        forward_block<false>(xp, sp, hp, n, steps, start, len, tau_f, vth, vreset);
+        forward_block<false, false>(xp, sp, hp, n, steps, start, len, tau_f, vth, vreset);
       }
     }
   });
