@@ -309,6 +309,6 @@ def _without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:
     for key in sorted(set(env_vars) & set(job_env)):
         if job_env[key] != env_vars[key]:
             logger.warning(
-                "The job's runtime environment sets %s; its value is kept over the config's %r", key, env_vars[key]
+                "The job's runtime environment sets %s, so the config's value %r is ignored", key, env_vars[key]
             )
     return {key: value for key, value in env_vars.items() if key not in job_env}

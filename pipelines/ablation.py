@@ -10,7 +10,7 @@ The manifest is prepared once and cached on the storage path. Each trial
 trains one `TorchTrainer` and logs to an MLflow child run named
 ``<variant>-seed<seed>`` under the ablation's parent run. When the grid ends,
 the parent run gets ``summary.csv``, ``summary.md`` and ``ablation_plot.png``.
-Before Ray starts, the tracking store must answer and every ``s3://``
+Before Ray starts, the tracking store must respond and every ``s3://``
 location (storage path, MLflow artifact root, dataset root) must pass the
 storage preflight. Exit status: 0 when every trial finished, 1 when a trial
 failed, the tracking store is unreachable or the preflight failed, 2 for an

@@ -1,4 +1,4 @@
-"""The ablation pipeline with every path on S3: a moto server on loopback stands in for the store.
+"""The ablation pipeline with every path on S3, served by a moto server on loopback.
 
 One run of ``pipelines/ablation.py`` prepares a UCF101 manifest from
 ``s3://``, trains one trial with its Ray storage on ``s3://`` and logs MLflow
